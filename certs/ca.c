@@ -713,7 +713,7 @@ int ca_save(const struct ca *ca, const char *cert_path, const char *key_path, st
 			r = certs_errf(err, -ENOMEM, "out of memory");
 			goto out;
 		}
-		w = wc_EccPrivateKeyToDer(ca->key, kder, 512);
+		w = wc_EccKeyToDer(ca->key, kder, 512);
 		if (w <= 0) {
 			r = certs_errf(err, -EIO, "key encoding failed: %s", certs_wolf_str(w));
 			goto out;

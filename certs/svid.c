@@ -115,7 +115,7 @@ int svid_issue(const struct ca *issuer, const struct spiffe_id *id, unsigned lif
 	s->not_after = spec.not_after;
 	s->renew_at = s->not_before + (s->not_after - s->not_before) / 2;
 
-	w = wc_EccPrivateKeyToDer(key, s->key_der, KEY_DER_CAP);
+	w = wc_EccKeyToDer(key, s->key_der, KEY_DER_CAP);
 	if (w <= 0) {
 		r = certs_errf(err, -EIO, "key encoding failed: %s", certs_wolf_str(w));
 		goto fail_key;
