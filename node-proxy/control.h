@@ -12,6 +12,7 @@
 #define AMBIT_CONTROL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "node-proxy/workload.h"
 
@@ -34,8 +35,23 @@ struct ctl_ops {
 /* Start serving @path (removed and re-created; parent dir created 0700).
  * @reg records successful ADD/DEL/SNAPSHOT changes.  Returns 0 or -errno. */
 int control_start(const char *path, const struct ctl_ops *ops, struct registry *reg,
-		  struct control **out);
+                  struct control **out);
 /* Stop the thread, close and unlink the socket, free @c.  NULL is a no-op. */
 void control_stop(struct control *c);
+
+#define CONTROL_MAX_CONNS 64 /* open client connections; the idlest is evicted */
+
+/* Counters for the admin page; always on, read without stopping the server. */
+struct control_stats {
+	uint64_t requests[6]; /* by enum ctl_type (1..5); [0]: unreadable or unknown */
+	uint64_t errors;      /* error acks sent */
+	uint64_t conns_open;  /* client connections open now */
+	uint64_t conns_accepted;
+	uint64_t conns_refused; /* peer not uid 0 */
+	uint64_t conns_evicted; /* closed to make room (CONTROL_MAX_CONNS) */
+};
+
+/* Copy the current counters into @out (each read atomically). */
+void control_get_stats(struct control *c, struct control_stats *out);
 
 #endif

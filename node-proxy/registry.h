@@ -25,7 +25,8 @@ struct registry_entry {
 	uint64_t netns_ino; /* reused path is never mistaken for the old pod */
 };
 
-/* Open the registry backed by @state_path (not read yet).  0 or -errno. */
+/* Open the registry backed by @state_path (not read yet; NULL keeps it in
+ * memory only).  0 or -errno. */
 int registry_open(const char *state_path, struct registry **out);
 void registry_close(struct registry *r);
 
@@ -33,6 +34,10 @@ void registry_close(struct registry *r);
 int registry_put(struct registry *r, const struct registry_entry *e);
 /* Remove by uid, then persist.  0 also when absent. */
 int registry_del(struct registry *r, const char *uid);
+/* Copy the entry for @uid into @out: 0, or -ENOENT. */
+int registry_get(struct registry *r, const char *uid, struct registry_entry *out);
+/* Copy out the uids of up to @max entries; returns the count. */
+size_t registry_uids(struct registry *r, char (*out)[WL_UID_MAX], size_t max);
 /* Copy out up to @max entries; returns the count. */
 size_t registry_list(struct registry *r, struct registry_entry *out, size_t max);
 size_t registry_count(struct registry *r);
@@ -47,7 +52,7 @@ size_t registry_count(struct registry *r);
  * -errno.
  */
 int registry_restore(struct registry *r,
-		     int (*readd)(void *arg, const struct registry_entry *e, int netns_fd),
-		     void *arg);
+                     int (*readd)(void *arg, const struct registry_entry *e, int netns_fd),
+                     void *arg);
 
 #endif
