@@ -573,8 +573,15 @@ static void accept_conn(struct control *c)
 	int fd;
 
 	fd = accept4(c->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-	if (fd < 0)
+	if (fd < 0) {
+		/* Out of fds or memory: the listener stays readable, so back
+		 * off instead of spinning; requests are not latency critical. */
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			clog("accept: %s\n", strerror(errno));
+			usleep(100 * 1000);
+		}
 		return;
+	}
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &sl) < 0 || sl != sizeof(cr) ||
 	    cr.uid != 0) {
 		clog("refused a connection from pid %d uid %d: root only\n", (int)cr.pid,

@@ -495,6 +495,46 @@ static void malformed(void **state)
 	wait_open(f, 0);
 }
 
+/* LIST answers in one datagram: when the registry does not fit, the
+ * longest prefix that does is sent, marked truncated. */
+static void list_truncated(void **state)
+{
+	struct fx *f = *state;
+	struct registry_entry e;
+	json_t *reply = NULL, *wls;
+	char err[256];
+	int i, k, fd;
+
+	for (i = 0; i < 30; i++) {
+		char uid[16];
+
+		snprintf(uid, sizeof(uid), "big-%d", i);
+		make_wl(&e.w, uid, uid);
+		e.netns_dev = e.netns_ino = 1;
+		e.w.n_labels = WL_MAX_LABELS;
+		for (k = 0; k < WL_MAX_LABELS; k++) {
+			snprintf(e.w.labels[k].key, sizeof(e.w.labels[k].key),
+			         "example.com/label-%02d", k);
+			memset(e.w.labels[k].val, 'v', WL_LABEL_VAL_MAX - 1);
+			e.w.labels[k].val[WL_LABEL_VAL_MAX - 1] = 0;
+		}
+		assert_int_equal(registry_put(f->reg, &e), 0);
+	}
+	fd = ctl_client_connect(f->sock);
+	assert_true(fd >= 0);
+	assert_int_equal(
+	    ctl_client_call(fd, CTL_LIST, NULL, NULL, 0, TMO, &reply, err, sizeof(err)), 0);
+	wls = json_object_get(reply, "workloads");
+	assert_true(json_is_true(json_object_get(reply, "truncated")));
+	assert_int_equal(json_integer_value(json_object_get(reply, "total")), 30);
+	assert_true(json_array_size(wls) > 5 && json_array_size(wls) < 30);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(wls, 0), "uid")),
+	                    "big-0");
+	json_decref(reply);
+	close(fd);
+	wait_open(f, 0);
+}
+
 static void snapshot(void **state)
 {
 	struct fx *f = *state;
@@ -764,6 +804,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(add_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(malformed, setup, teardown),
 		cmocka_unit_test_setup_teardown(snapshot, setup, teardown),
+		cmocka_unit_test_setup_teardown(list_truncated, setup, teardown),
 		cmocka_unit_test_setup_teardown(many_connections, setup, teardown),
 		cmocka_unit_test_setup_teardown(non_root_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(ctl_cli, setup, teardown),
