@@ -13,7 +13,10 @@ $(HBONE_LIB): $(call objs,$(HBONE_SRCS))
 # made at test time with the openssl CLI.
 CFLAGS_tests_unit_test_tls   := $(WOLFSSL_CFLAGS)
 CFLAGS_tests_unit_test_hbone := $(WOLFSSL_CFLAGS)
-UNIT_TESTS += $(O)/tests/test_tls
+UNIT_TESTS += $(O)/tests/test_tls $(O)/tests/test_hbone
 $(O)/tests/test_tls: $(call objs,tests/unit/test_tls.c) $(HBONE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(HBONE_LDLIBS) -lcmocka
+$(O)/tests/test_hbone: $(call objs,tests/unit/test_hbone.c) $(HBONE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(HBONE_LDLIBS) -lcmocka
