@@ -29,9 +29,8 @@
 
 #include "node-proxy/control.h"
 #include "node-proxy/ctlproto.h"
+#include "node-proxy/log.h"
 #include "node-proxy/registry.h"
-
-#define clog(...) fprintf(stderr, "control: " __VA_ARGS__)
 
 struct conn {
 	int fd;
@@ -410,6 +409,17 @@ static int do_status(struct control *c, size_t nfds, json_t *ack, char *err, siz
 	return 0;
 }
 
+static const char *const type_name[] = { "?", "add", "del", "snapshot", "list", "status" };
+
+static const char *req_uid(json_t *body)
+{
+	const char *u = json_string_value(json_object_get(body, "uid"));
+
+	if (!u)
+		u = json_string_value(json_object_get(json_object_get(body, "workload"), "uid"));
+	return u ? u : "-";
+}
+
 /*
  * Handle one received datagram (@n bytes in c->in, @flags from recvmsg,
  * @fds received with it, still owned by the caller).  Returns the ack body
@@ -471,7 +481,14 @@ hdr:
 	}
 	bump(c, st_requests[known ? h.type : 0]);
 	if (err[0]) {
+		log_warn("event=control_error type=%s seq=%u err=\"%s\"",
+		         known ? type_name[h.type] : "?", *aseq, err);
 		bump(c, st_errors);
+	} else if (h.type == CTL_ADD || h.type == CTL_DEL || h.type == CTL_SNAPSHOT) {
+		log_info("event=control_%s seq=%u uid=%s workloads=%zu", type_name[h.type], *aseq,
+		         h.type == CTL_SNAPSHOT ? "-" : req_uid(body), registry_count(c->reg));
+	}
+	if (err[0]) {
 		/* A failed request reports nothing but its error. */
 		json_object_clear(ack);
 	}
@@ -577,15 +594,15 @@ static void accept_conn(struct control *c)
 		/* Out of fds or memory: the listener stays readable, so back
 		 * off instead of spinning; requests are not latency critical. */
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-			clog("accept: %s\n", strerror(errno));
+			log_warn("event=control_accept_failed err=\"%s\"", strerror(errno));
 			usleep(100 * 1000);
 		}
 		return;
 	}
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &sl) < 0 || sl != sizeof(cr) ||
 	    cr.uid != 0) {
-		clog("refused a connection from pid %d uid %d: root only\n", (int)cr.pid,
-		     (int)cr.uid);
+		log_warn("event=control_refused pid=%d uid=%d reason=\"root only\"", (int)cr.pid,
+		         (int)cr.uid);
 		bump(c, st_refused);
 		close(fd);
 		return;
@@ -617,7 +634,7 @@ static void *serve(void *arg)
 		if (poll(pfd, 2 + c->nconns, -1) < 0) {
 			if (errno == EINTR)
 				continue;
-			clog("poll: %s\n", strerror(errno));
+			log_err("event=control_poll_failed err=\"%s\"", strerror(errno));
 			break;
 		}
 		if (pfd[0].revents)

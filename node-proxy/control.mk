@@ -18,13 +18,14 @@ $(O)/tests/test_ctlproto: $(call objs,tests/unit/test_ctlproto.c) $(CTLPROTO_LIB
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(CONTROL_LDLIBS) -lcmocka
 
-$(O)/tests/test_registry: $(call objs,tests/unit/test_registry.c node-proxy/registry.c) \
-		$(CTLPROTO_LIB)
+# The server side logs through the data plane's node-proxy/log.c.
+$(O)/tests/test_registry: $(call objs,tests/unit/test_registry.c node-proxy/registry.c \
+		node-proxy/log.c) $(CTLPROTO_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(CONTROL_LDLIBS) -lcmocka
 
 $(O)/tests/test_control: $(call objs,tests/unit/test_control.c node-proxy/control.c \
-		node-proxy/registry.c node-proxy/ctl_client.c) $(CTLPROTO_LIB)
+		node-proxy/registry.c node-proxy/ctl_client.c node-proxy/log.c) $(CTLPROTO_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(CONTROL_LDLIBS) -lcmocka
 

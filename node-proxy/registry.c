@@ -24,12 +24,11 @@
 #include <jansson.h>
 
 #include "node-proxy/ctlproto.h"
+#include "node-proxy/log.h"
 #include "node-proxy/registry.h"
 
 #define STATE_VERSION  1
 #define STATE_MAX_SIZE (64u << 20) /* REGISTRY_MAX full workloads fit easily */
-
-#define rlog(...) fprintf(stderr, "registry: " __VA_ARGS__)
 
 struct registry {
 	pthread_mutex_t mu;
@@ -176,7 +175,7 @@ static int persist(struct registry *r)
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		ret = -errno;
-		rlog("cannot create %s: %s\n", tmp, strerror(errno));
+		log_err("event=registry_write_failed path=%s err=\"%s\"", tmp, strerror(errno));
 		goto out;
 	}
 	if ((ret = write_all(fd, text, strlen(text))) || (ret = write_all(fd, "\n", 1)))
@@ -195,10 +194,11 @@ static int persist(struct registry *r)
 	}
 	ret = fsync_dir_of(r->path);
 	if (ret)
-		rlog("fsync of the directory of %s: %s\n", r->path, strerror(-ret));
+		log_err("event=registry_dir_fsync_failed path=%s err=\"%s\"", r->path,
+		        strerror(-ret));
 	goto out;
 fail_tmp:
-	rlog("cannot write %s: %s\n", r->path, strerror(-ret));
+	log_err("event=registry_write_failed path=%s err=\"%s\"", r->path, strerror(-ret));
 	unlink(tmp);
 out:
 	if (fd >= 0)
@@ -319,11 +319,11 @@ static void set_aside(const char *path, const char *why)
 	if (asprintf(&bad, "%s.corrupt", path) < 0)
 		return;
 	if (rename(path, bad) < 0)
-		rlog("state file %s is unusable (%s) and cannot be moved aside: %s\n", path, why,
-		     strerror(errno));
+		log_err("event=registry_corrupt path=%s reason=\"%s\" moved=no err=\"%s\"", path,
+		        why, strerror(errno));
 	else
-		rlog("state file %s is unusable (%s); moved to %s, starting empty\n", path, why,
-		     bad);
+		log_err("event=registry_corrupt path=%s reason=\"%s\" moved_to=%s starting=empty",
+		        path, why, bad);
 	free(bad);
 }
 
@@ -347,7 +347,7 @@ static int load(const char *path, json_t **out)
 			return *out ? 0 : -ENOMEM;
 		}
 		ret = -errno;
-		rlog("cannot open %s: %s\n", path, strerror(errno));
+		log_err("event=registry_open_failed path=%s err=\"%s\"", path, strerror(errno));
 		return ret;
 	}
 	if (fstat(fd, &st) < 0) {
@@ -456,36 +456,38 @@ int registry_restore(struct registry *r,
 		int fd;
 
 		if (entry_from_json(v, e, err, sizeof(err))) {
-			rlog("dropping saved entry %zu: %s\n", i, err);
+			log_warn("event=registry_drop index=%zu reason=\"%s\"", i, err);
 			continue;
 		}
 		pthread_mutex_lock(&r->mu);
 		ret = find(r, e->w.uid) >= 0 ? -EEXIST : reserve(r, r->n + 1);
 		pthread_mutex_unlock(&r->mu);
 		if (ret) {
-			rlog("dropping %s: %s\n", e->w.uid,
-			     ret == -EEXIST ? "uid already registered" : "registry full");
+			log_warn("event=registry_drop uid=%s reason=\"%s\"", e->w.uid,
+			         ret == -EEXIST ? "uid already registered" : "registry full");
 			continue;
 		}
 		fd = open(e->w.netns_path, O_RDONLY | O_CLOEXEC);
 		if (fd < 0) {
-			rlog("dropping %s (%s/%s): netns %s: %s\n", e->w.uid, e->w.ns, e->w.name,
-			     e->w.netns_path, strerror(errno));
+			log_warn("event=registry_drop uid=%s ns=%s name=%s netns=%s reason=\"%s\"",
+			         e->w.uid, e->w.ns, e->w.name, e->w.netns_path, strerror(errno));
 			continue;
 		}
 		if (fstat(fd, &st) < 0 || (uint64_t)st.st_dev != e->netns_dev ||
 		    (uint64_t)st.st_ino != e->netns_ino || fstatfs(fd, &sf) < 0 ||
 		    sf.f_type != NSFS_MAGIC) {
-			rlog("dropping %s (%s/%s): %s is no longer the pod's netns\n", e->w.uid,
-			     e->w.ns, e->w.name, e->w.netns_path);
+			log_warn("event=registry_drop uid=%s ns=%s name=%s netns=%s "
+			         "reason=\"netns path now names another namespace\"",
+			         e->w.uid, e->w.ns, e->w.name, e->w.netns_path);
 			close(fd);
 			continue;
 		}
 		ret = readd ? readd(arg, e, fd) : 0;
 		close(fd);
 		if (ret) {
-			rlog("dropping %s (%s/%s): re-adding failed: %s\n", e->w.uid, e->w.ns,
-			     e->w.name, strerror(ret < 0 ? -ret : ret));
+			log_warn(
+			    "event=registry_drop uid=%s ns=%s name=%s reason=\"re-add failed: %s\"",
+			    e->w.uid, e->w.ns, e->w.name, strerror(ret < 0 ? -ret : ret));
 			continue;
 		}
 		/* Capacity was reserved above; restore runs before the control
