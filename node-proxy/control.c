@@ -337,8 +337,10 @@ static json_t *entry_json(const struct registry_entry *e)
  * workloads with labels; if they do not all fit, the longest prefix that
  * does is sent with "truncated": true and "total".
  */
-static int do_list(struct control *c, size_t nfds, json_t *ack, char *err, size_t errlen)
+static int do_list(struct control *c, json_t *body, size_t nfds, json_t *ack, char *err,
+                   size_t errlen)
 {
+	const char *only = json_string_value(json_object_get(body, "uid"));
 	char(*uids)[WL_UID_MAX] = calloc(REGISTRY_MAX, sizeof(*uids));
 	struct registry_entry *e = malloc(sizeof(*e));
 	json_t *all = json_array(), *part = NULL;
@@ -355,9 +357,10 @@ static int do_list(struct control *c, size_t nfds, json_t *ack, char *err, size_
 		r = -ENOMEM;
 		goto out;
 	}
+	/* {"uid": U} asks for one workload: always fits, never truncated. */
 	n = registry_uids(c->reg, uids, REGISTRY_MAX);
 	for (i = 0; i < n; i++)
-		if (registry_get(c->reg, uids[i], e) == 0)
+		if ((!only || !strcmp(only, uids[i])) && registry_get(c->reg, uids[i], e) == 0)
 			json_array_append_new(all, entry_json(e));
 	n = json_array_size(all);
 	json_object_set(ack, "workloads", all);
@@ -464,7 +467,7 @@ static json_t *handle(struct control *c, size_t n, int flags, const int *fds, si
 		do_snapshot(c, body, fds, nfds, err, sizeof(err));
 		break;
 	case CTL_LIST:
-		do_list(c, nfds, ack, err, sizeof(err));
+		do_list(c, body, nfds, ack, err, sizeof(err));
 		break;
 	case CTL_STATUS:
 		do_status(c, nfds, ack, err, sizeof(err));

@@ -236,6 +236,19 @@ static void add_list_del(void **state)
 	assert_true((uint64_t)json_integer_value(
 	                json_object_get(json_array_get(body, 0), "netns_ino")) == e.netns_ino);
 	json_decref(reply);
+	/* filtered by uid */
+	body = json_pack("{s:s}", "uid", "nope");
+	assert_int_equal(
+	    ctl_client_call(fd, CTL_LIST, body, NULL, 0, TMO, &reply, err, sizeof(err)), 0);
+	assert_int_equal(json_array_size(json_object_get(reply, "workloads")), 0);
+	json_decref(reply);
+	json_decref(body);
+	body = json_pack("{s:s}", "uid", "uid-a");
+	assert_int_equal(
+	    ctl_client_call(fd, CTL_LIST, body, NULL, 0, TMO, &reply, err, sizeof(err)), 0);
+	assert_int_equal(json_array_size(json_object_get(reply, "workloads")), 1);
+	json_decref(reply);
+	json_decref(body);
 	close(fd);
 
 	assert_int_equal(ctl_del(f->sock, "uid-a", TMO, err, sizeof(err)), 0);
