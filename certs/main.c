@@ -38,10 +38,10 @@ static const char usage_text[] =
     "                 [--hours N]\n"
     "      create a workload SVID (default 24 h) in DIR: cert.pem, key.pem,\n"
     "      chain.pem (leaf + intermediate), root-cert.pem when NODE_DIR has one\n"
-    "  inspect FILE [--root ROOT] [--chain-with INTERMEDIATE] [--key KEY]\n"
+    "  inspect FILE [--root ROOT] [--chain-with INTERMEDIATE] [--key KEY] [--at T]\n"
     "      print a certificate (the first in FILE; further ones are taken as\n"
     "      intermediates); with --root verify the chain, with --key check that\n"
-    "      KEY belongs to it\n";
+    "      KEY belongs to it; --at judges validity at Unix time T, not now\n";
 
 static int usage(const char *fmt, const char *arg)
 {
@@ -245,6 +245,11 @@ static int cmd_issue_node(int argc, char **argv)
 		return EXIT_FAILURE;
 	if (ca_load_files(rc, rk, &root, &err) < 0)
 		return fail(err.msg);
+	/* Issue first: a bad node name must not leave a directory behind. */
+	if (ca_issue_node(root, node, hours, 0, &inter, &err) < 0) {
+		fail(err.msg);
+		goto out;
+	}
 	if (make_dir(out, msg, sizeof(msg)) < 0) {
 		fail(msg);
 		goto out;
@@ -258,8 +263,7 @@ static int cmd_issue_node(int argc, char **argv)
 		fail(msg);
 		goto out;
 	}
-	if (ca_issue_node(root, node, hours, 0, &inter, &err) < 0 ||
-	    ca_save(inter, oc, ok, &err) < 0 || copy_file(rc, orc, 0644, &err) < 0) {
+	if (ca_save(inter, oc, ok, &err) < 0 || copy_file(rc, orc, 0644, &err) < 0) {
 		fail(err.msg);
 		goto out;
 	}
@@ -470,6 +474,7 @@ static int cmd_inspect(int argc, char **argv)
 	static const struct option opts[] = { { "root", required_argument, NULL, 'r' },
 		                              { "chain-with", required_argument, NULL, 'c' },
 		                              { "key", required_argument, NULL, 'k' },
+		                              { "at", required_argument, NULL, 'a' },
 		                              { NULL, 0, NULL, 0 } };
 	const char *file = NULL, *rootp = NULL, *interp = NULL, *keyp = NULL;
 	struct x509_buf chain[X509_CHAIN_MAX], extra[X509_CHAIN_MAX], root[1];
@@ -490,6 +495,15 @@ static int cmd_inspect(int argc, char **argv)
 		case 'k':
 			keyp = optarg;
 			break;
+		case 'a': {
+			char *end;
+
+			errno = 0;
+			now = (int64_t)strtoll(optarg, &end, 10);
+			if (errno || *optarg == '\0' || *end != '\0' || now <= 0)
+				return usage("--at wants Unix seconds, not '%s'", optarg);
+			break;
+		}
 		default:
 			return usage(NULL, NULL);
 		}
