@@ -157,6 +157,8 @@ def _pid_start_time(pid):
         return None
     # comm (field 2) may contain spaces and parens: split after the last ')'.
     rest = data[data.rfind(")") + 2 :].split()
+    if rest[0] in ("Z", "X"):
+        return None  # exited, waiting to be reaped by its parent
     return int(rest[19])
 
 
@@ -428,8 +430,8 @@ class _Netns:
 
 class Node(_Netns):
     """A node: netns with loopback up and ip_forward=1; pods hang off the
-    bridge BRIDGE_NAME inside it.  subnet is the pod CIDR; gateway (the
-    bridge address, set by the bridge plugin at the first pod) is .1."""
+    bridge BRIDGE_NAME inside it.  subnet is the pod CIDR; gateway, the
+    bridge's address and the node's own address on the pod network, is .1."""
 
     def __init__(self, topo, name, netns, index, subnet):
         super().__init__(topo, name, netns)
@@ -653,6 +655,16 @@ class Topology:
         netns = self._new_netns(name)
         node = Node(self, name, netns, index, subnet)
         node.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        # The bridge is made here rather than by the first ADD, with a fixed
+        # MAC and the gateway address: the node then has its pod-network
+        # address before any pod exists, and a bridge that a failed first
+        # ADD left without ports does not keep the all-zero MAC that makes
+        # the reference plugin's next ADD fail ("could not set bridge's
+        # mac").  The bridge plugin adopts an existing bridge of that name.
+        mac = "02:a5:%02x:%02x:%02x:%02x" % (self.octet, index, random.getrandbits(8), random.getrandbits(8))
+        node.run(["ip", "link", "add", node.bridge, "address", mac, "type", "bridge"])
+        node.run(["ip", "addr", "add", f"{node.gateway}/{node.subnet.prefixlen}", "dev", node.bridge])
+        node.run(["ip", "link", "set", node.bridge, "up"])
         os.makedirs(node.ipam_dir, exist_ok=True)
         self.nodes[name] = node
         return node
