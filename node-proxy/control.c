@@ -483,6 +483,11 @@ hdr:
 		*aseq = h.seq;
 	}
 	bump(c, st_requests[known ? h.type : 0]);
+	/* Messages quote client input and may be cut mid-character: keep
+	 * them printable ASCII so the ack is always valid JSON. */
+	for (char *p = err; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+			*p = '?';
 	if (err[0]) {
 		log_warn("event=control_error type=%s seq=%u err=\"%s\"",
 		         known ? type_name[h.type] : "?", *aseq, err);

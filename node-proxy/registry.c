@@ -192,10 +192,14 @@ static int persist(struct registry *r)
 		ret = -errno;
 		goto fail_tmp;
 	}
+	/* The new file is in place: from here the table must match it, so a
+	 * failed directory fsync is logged but not returned (undoing the
+	 * in-memory change would make memory and disk disagree). */
 	ret = fsync_dir_of(r->path);
 	if (ret)
 		log_err("event=registry_dir_fsync_failed path=%s err=\"%s\"", r->path,
 		        strerror(-ret));
+	ret = 0;
 	goto out;
 fail_tmp:
 	log_err("event=registry_write_failed path=%s err=\"%s\"", r->path, strerror(-ret));

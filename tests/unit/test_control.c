@@ -481,6 +481,12 @@ static void malformed(void **state)
 	n = mk(b, CTL_MAGIC, 1, CTL_DEL, 52, AUTO, "{}");
 	raw_xchg(fd, b, n, NULL, 0, &h, err, sizeof(err));
 	assert_non_null(strstr(err, "uid"));
+	/* non-ASCII input quoted in the error still gives a valid ack */
+	n = mk(b, CTL_MAGIC, 1, CTL_ADD, 54, AUTO,
+	       "{\"workload\":{\"uid\":\"u\",\"namespace\":\"n\",\"name\":\"p\","
+	       "\"ips\":[\"\u00e9\u00e9\u00e9\"]}}");
+	raw_xchg(fd, b, n, &ns, 1, &h, err, sizeof(err));
+	assert_non_null(strstr(err, "ips[0] \"??????\" is not"));
 	/* ADD whose "workload" is not an object */
 	n = mk(b, CTL_MAGIC, 1, CTL_ADD, 53, AUTO, "{\"workload\":1}");
 	raw_xchg(fd, b, n, &ns, 1, &h, err, sizeof(err));
@@ -497,7 +503,7 @@ static void malformed(void **state)
 	assert_int_equal(ctl_status(f->sock, TMO, &ready, err, sizeof(err)), 0);
 
 	control_get_stats(f->c, &st1);
-	assert_true(st1.errors - st0.errors == 16);
+	assert_true(st1.errors - st0.errors == 17);
 	assert_true(st1.requests[0] - st0.requests[0] >= 5);
 	assert_true(st1.requests[CTL_STATUS] - st0.requests[CTL_STATUS] == 4);
 
