@@ -8,6 +8,9 @@
  *
  * Exit status: 0 success, 1 failure, 2 usage.
  */
+#include <wolfssl/options.h>
+#include <wolfssl/wolfcrypt/wc_port.h>
+
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -575,7 +578,19 @@ out:
 	return ret;
 }
 
+static int dispatch(int argc, char **argv);
+
 int main(int argc, char **argv)
+{
+	int r;
+
+	wolfCrypt_Init();
+	r = dispatch(argc, argv);
+	wolfCrypt_Cleanup();
+	return r;
+}
+
+static int dispatch(int argc, char **argv)
 {
 	const char *cmd;
 

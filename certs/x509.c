@@ -778,3 +778,26 @@ int x509_svid_id(const struct x509_cert *leaf, const char *td, struct spiffe_id 
 		                  leaf->uris[0], td);
 	return 0;
 }
+
+int x509_peer_id(const struct x509_buf *leaf, const struct x509_buf *issuer, const char *td,
+                 struct spiffe_id *out, struct certs_err *err)
+{
+	struct x509_cert *c = malloc(2 * sizeof(*c));
+	int r;
+
+	if (!c)
+		return certs_errf(err, -ENOMEM, "out of memory");
+	r = x509_parse(leaf->der, leaf->len, &c[0], err);
+	if (r < 0)
+		goto out;
+	r = x509_svid_id(&c[0], td, out, err);
+	if (r < 0 || !issuer)
+		goto out;
+	r = x509_parse(issuer->der, issuer->len, &c[1], err);
+	if (r < 0)
+		goto out;
+	r = nc_allows(&c[1], &c[0], err, 0);
+out:
+	free(c);
+	return r;
+}

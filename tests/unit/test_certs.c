@@ -480,6 +480,17 @@ static void test_name_constraints(void **state)
 		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 		assert_int_equal(system(cmd), 0);
 	}
+	/* The post-handshake check catches it without signature work. */
+	{
+		struct x509_buf l = { evil, evil_len }, g = { good, good_len };
+		struct spiffe_id id;
+
+		assert_int_equal(x509_peer_id(&l, &chain[1], "evil.local", &id, &err), -EPERM);
+		assert_int_equal(x509_peer_id(&l, NULL, "cluster.local", &id, &err), -EPERM);
+		assert_int_equal(x509_peer_id(&g, &chain[1], "cluster.local", &id, &err), 0);
+		assert_string_equal(id.sa, "b");
+		assert_int_equal(x509_peer_id(&chain[1], NULL, NULL, &id, &err), -EINVAL);
+	}
 	free(evil);
 	free(good);
 
