@@ -17,7 +17,8 @@ $(O)/bin/ambit-redirect: $(call objs,redirector/main.c) $(REDIRECT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(REDIRECT_LDLIBS)
 
-UNIT_TESTS += $(O)/tests/test_redirect_rules $(O)/tests/test_redirect_opts
+UNIT_TESTS += $(O)/tests/test_redirect_rules $(O)/tests/test_redirect_opts \
+              $(O)/tests/test_redirect_api
 $(O)/tests/test_redirect_%: $(call objs,tests/unit/test_redirect_%.c) $(REDIRECT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(REDIRECT_LDLIBS) -lcmocka
