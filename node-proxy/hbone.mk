@@ -20,3 +20,19 @@ $(O)/tests/test_tls: $(call objs,tests/unit/test_tls.c) $(HBONE_LIB)
 $(O)/tests/test_hbone: $(call objs,tests/unit/test_hbone.c) $(HBONE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(HBONE_LDLIBS) -lcmocka
+
+# Fuzzers (clang/libFuzzer, -DAMBIT_FUZZ enables the TLS pass-through hook).
+# The wolfSSL include path rides in FUZZ_LIBS: -I applies wherever it sits.
+FUZZERS += hbone_authority hbone_server
+FUZZ_SRCS_hbone_authority := tests/fuzz/fuzz_hbone_authority.c $(HBONE_SRCS)
+FUZZ_LIBS_hbone_authority := $(WOLFSSL_CFLAGS) $(HBONE_LDLIBS)
+FUZZ_SRCS_hbone_server := tests/fuzz/fuzz_hbone_server.c $(HBONE_SRCS)
+FUZZ_LIBS_hbone_server := $(WOLFSSL_CFLAGS) $(HBONE_LDLIBS)
+
+# Test-only HBONE endpoint over real sockets (interop and loopback numbers);
+# lives beside the unit tests, not in bin/.  Not run by tests/run-all.sh as
+# a unit test: only test_* are.
+UNIT_TESTS += $(O)/tests/hbone-peer
+$(O)/tests/hbone-peer: $(call objs,tests/unit/hbone_peer.c) $(HBONE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(HBONE_LDLIBS)
