@@ -58,8 +58,8 @@ int spiffe_id_format(const struct spiffe_id *id, char *buf, size_t size);
 #define X509_MAX_NC      4
 #define X509_NC_MAX      256
 #define X509_NAME_MAX    336
-#define X509_RAWNAME_MAX 512
-#define X509_SPKI_MAX    160
+#define X509_RAWNAME_MAX 1024
+#define X509_SPKI_MAX    600
 
 /* One parsed certificate; owns nothing, copies everything it keeps. */
 struct x509_cert {
