@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -29,6 +30,23 @@ def netns_names(prefix="amb"):
     return sorted(line.split()[0] for line in out.splitlines() if line.startswith(prefix))
 
 
+def sysctls():
+    """The root netns's forwarding-related sysctls (what a bridge plugin
+    running in the wrong netns would flip)."""
+    vals = []
+    for d in ("/proc/sys/net/ipv4", "/proc/sys/net/ipv4/conf/all", "/proc/sys/net/ipv4/conf/default",
+              "/proc/sys/net/ipv6/conf/all", "/proc/sys/net/ipv6/conf/default"):
+        for name in sorted(os.listdir(d)):
+            path = os.path.join(d, name)
+            if os.path.isfile(path):
+                try:
+                    with open(path) as f:
+                        vals.append(f"{path}={f.read().strip()}")
+                except OSError:
+                    pass  # write-only (flush) files
+    return "\n".join(vals)
+
+
 def root_state():
     """What the root netns looks like (links without counters, routes,
     ip_forward, nft rules)."""
@@ -40,7 +58,7 @@ def root_state():
         "addrs": out("ip", "-o", "addr", "show"),
         "routes": out("ip", "route", "show", "table", "all"),
         "rules": out("ip", "rule", "show"),
-        "ip_forward": open("/proc/sys/net/ipv4/ip_forward").read(),
+        "sysctl": sysctls(),
         "nft": out("nft", "list", "ruleset"),
     }
 
@@ -367,11 +385,13 @@ def test_sweep_removes_dead_runs_only(bins):
     script = (
         "import sys, os; sys.path.insert(0, %r)\n"
         "from topology import Topology\n"
-        "t = Topology(); n = t.add_node('n1'); t.add_pod(n, 'a')\n"
-        "print(t.prefix, flush=True); os._exit(0)\n"  # dies without teardown
+        "t = Topology(); n = t.add_node('n1'); a = t.add_pod(n, 'a')\n"
+        "p1 = t.popen(['sleep', '1000']); p2 = a.popen(['sleep', '1001'])\n"
+        "print(t.prefix, p1.pid, p2.pid, flush=True); os._exit(0)\n"  # dies without teardown
     ) % os.path.dirname(topology.__file__)
     out = subprocess.run([topology.PYTHON, "-c", script], capture_output=True, text=True, check=True).stdout
-    dead = out.strip()
+    dead, pid1, pid2 = out.split()
+    assert topology._pid_start_time(int(pid1)) is not None
     assert dead.startswith("amb") and netns_names(dead)
     live = Topology(bins=bins)
     try:
@@ -382,6 +402,13 @@ def test_sweep_removes_dead_runs_only(bins):
         assert not netns_names(dead)
         assert netns_names(live.prefix)
         assert not (topology.MARKER_DIR / f"{dead}.json").exists()
+        # The dead run's processes, in the root netns and in its pod, are gone.
+        for pid in (pid1, pid2):
+            for _ in range(50):
+                if topology._pid_start_time(int(pid)) is None:
+                    break
+                time.sleep(0.1)
+            assert topology._pid_start_time(int(pid)) is None, f"pid {pid} survived the sweep"
     finally:
         live.teardown()
 

@@ -509,6 +509,7 @@ class Pod(_Netns):
 # --------------------------------------------------------------------------
 # the topology
 
+_rng = random.SystemRandom()  # independent of tests seeding `random`
 _live = []  # Topology objects not yet torn down (for atexit / SIGTERM)
 _handlers_installed = False
 _swept = False
@@ -532,9 +533,9 @@ def _install_handlers():
     _handlers_installed = True
     atexit.register(_teardown_all)
     if threading.current_thread() is threading.main_thread():
-        prev = signal.getsignal(signal.SIGTERM)
-        if prev in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, _on_sigterm)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) in (signal.SIG_DFL, None):
+                signal.signal(sig, _on_sigterm)
 
 
 def sweep_stale(verbose=False):
@@ -559,6 +560,17 @@ def sweep_stale(verbose=False):
         cur = _pid_start_time(pid)
         if cur is not None and (start is None or cur == start):
             continue  # owner alive: not ours to touch
+        # Processes the dead run started (PID and start time recorded, so a
+        # reused PID is never hit), then its namespaces.
+        for pr in info.get("procs", []):
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                ppid, pstart = int(pr["pid"]), pr["start"]
+                if ppid > 1 and pstart is not None and _pid_start_time(ppid) == pstart:
+                    group = ppid if os.getpgid(ppid) == ppid else None
+                    _kill_pid(ppid, grace=0.5)
+                    if group:  # its children, started in its own session
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(group, signal.SIGKILL)
         for ns in _netns_list():
             if ns.startswith(prefix + "-"):
                 _quiet(_delete_netns, ns)
@@ -595,7 +607,7 @@ class Topology:
         # A fresh prefix; retry in the (unlikely) event it is in use.
         MARKER_DIR.mkdir(parents=True, exist_ok=True)
         while True:
-            self.prefix = "amb" + "%05x" % random.getrandbits(20)
+            self.prefix = "amb" + "%05x" % _rng.getrandbits(20)
             marker = MARKER_DIR / f"{self.prefix}.json"
             try:
                 fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -604,17 +616,10 @@ class Topology:
                 continue
         self.marker = marker
         self.tmpdir = tempfile.mkdtemp(prefix=self.prefix + "-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(
-                {
-                    "prefix": self.prefix,
-                    "pid": os.getpid(),
-                    "start": _pid_start_time(os.getpid()),
-                    "tmpdir": self.tmpdir,
-                },
-                f,
-            )
-        self.octet = random.randint(16, 250)  # 10.<octet>.<node>.0/24
+        os.close(fd)
+        self._marker_procs = []
+        self._write_marker()
+        self.octet = _rng.randint(16, 250)  # 10.<octet>.<node>.0/24
         self.nodes = {}
         self.pods = []  # in creation order
         self.procs = []
@@ -625,6 +630,21 @@ class Topology:
         self._lock = threading.RLock()
         _live.append(self)
         _install_handlers()
+
+    def _write_marker(self):
+        """(Re)write the marker atomically: owner PID + start time, temp dir,
+        tracked processes; what sweep_stale needs if we die uncleanly."""
+        info = {
+            "prefix": self.prefix,
+            "pid": os.getpid(),
+            "start": _pid_start_time(os.getpid()),
+            "tmpdir": self.tmpdir,
+            "procs": self._marker_procs,
+        }
+        tmp = f"{self.marker}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(info, f)
+        os.rename(tmp, self.marker)
 
     # -- naming ---------------------------------------------------------
 
@@ -661,7 +681,7 @@ class Topology:
         # ADD left without ports does not keep the all-zero MAC that makes
         # the reference plugin's next ADD fail ("could not set bridge's
         # mac").  The bridge plugin adopts an existing bridge of that name.
-        mac = "02:a5:%02x:%02x:%02x:%02x" % (self.octet, index, random.getrandbits(8), random.getrandbits(8))
+        mac = "02:a5:%02x:%02x:%02x:%02x" % (self.octet, index, _rng.getrandbits(8), _rng.getrandbits(8))
         node.run(["ip", "link", "add", node.bridge, "address", mac, "type", "bridge"])
         node.run(["ip", "addr", "add", f"{node.gateway}/{node.subnet.prefixlen}", "dev", node.bridge])
         node.run(["ip", "link", "set", node.bridge, "up"])
@@ -709,7 +729,7 @@ class Topology:
             "K8S_POD_UID": None,
         }
         netns = self._new_netns(f"{node.name}-{name}")
-        containerid = f"{netns}-{random.getrandbits(32):08x}"
+        containerid = f"{netns}-{_rng.getrandbits(32):08x}"
         args["K8S_POD_INFRA_CONTAINER_ID"] = containerid
         args["K8S_POD_UID"] = _uuid_from(containerid)
         for k, v in (cni_args or {}).items():
@@ -879,6 +899,10 @@ class Topology:
                 logf.close()
         p.log_path = log_path
         self.procs.append(p)
+        start = _pid_start_time(p.pid)
+        if start is not None:
+            self._marker_procs.append({"pid": p.pid, "start": start})
+            _quiet(self._write_marker)
         return p
 
     def log(self, proc):
