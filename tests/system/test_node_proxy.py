@@ -32,6 +32,16 @@ class Proxy:
         self.proc = None
         self.start()
 
+    def stop_clean(self):
+        """SIGTERM: must drain and exit 0 with no sanitizer report."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=15)
+        log = self.topo.log(self.proc)
+        assert rc == 0, log[-3000:]
+        assert "Sanitizer" not in log and "runtime error" not in log, log[-3000:]
+
     def start(self):
         self.proc = self.node.popen(
             [str(self.bins / "ambit-node-proxy"), "run", "--control-socket", self.sock,
@@ -111,7 +121,8 @@ def mesh(topo, bins):
     proxy = Proxy(topo, bins, n1)
     for p in (a, b):
         enrol(topo, bins, n1, p, proxy)
-    return n1, a, b, proxy
+    yield n1, a, b, proxy
+    proxy.stop_clean()
 
 
 def test_curl_both_directions(mesh, topo):
@@ -457,3 +468,61 @@ def test_bad_config_refused_with_line(topo, bins):
     assert f"{cfg}:4: unknown key \"conect\" in [timeouts]" in r.stderr
     r = n1.run([str(bins / "ambit-node-proxy"), "--workers", "lots"], check=False)
     assert r.returncode == 2 and "proxy.workers" in r.stderr
+
+
+def test_source_address_kept_or_not(topo, bins):
+    n1 = topo.add_node("n1")
+    a = topo.add_pod(n1, "a")
+    b = topo.add_pod(n1, "b")
+    http_server(b, 8080)
+    # default: the app sees the proxy's connection from its own pod address
+    proxy = Proxy(topo, bins, n1)
+    for p in (a, b):
+        enrol(topo, bins, n1, p, proxy)
+    peer = a.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/peer"]).stdout
+    assert peer.split(":")[0] == b.ip, peer
+    proxy.stop_clean()
+    # preserve_source: IP_TRANSPARENT + mark 0x111, replies routed back by
+    # the redirector's connmark + table 100
+    proxy = Proxy(topo, bins, n1, extra=["--preserve-source", "true"])
+    peer = a.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/peer"]).stdout
+    assert peer.split(":")[0] == a.ip, peer
+    proxy.stop_clean()
+
+
+def test_connect_and_idle_timeouts(topo, bins):
+    n1 = topo.add_node("n1")
+    a = topo.add_pod(n1, "a")
+    b = topo.add_pod(n1, "b")
+    proxy = Proxy(topo, bins, n1, extra=["--connect-timeout", "500ms", "--idle-timeout", "1s"])
+    for p in (a, b):
+        enrol(topo, bins, n1, p, proxy)
+    # b silently drops SYNs to 9998 before capture: hop 1's connect times out
+    b.run(["nft", "add table inet t; add chain inet t c { type filter hook prerouting priority -300; }; "
+           "add rule inet t c tcp dport 9998 drop"])
+    s0 = proxy.stats()
+    t0 = time.monotonic()
+    r = a.run(["curl", "-sS", "--max-time", "10", f"http://{b.ip}:9998/"], check=False)
+    elapsed = time.monotonic() - t0
+    assert r.returncode in (52, 56), (r.returncode, r.stderr)
+    assert 0.4 < elapsed < 3, elapsed
+    assert proxy.stats()["connect_timeouts"] > s0["connect_timeouts"]
+
+    # an idle connection is closed after 1 s
+    serve(b, _MANY_ECHO_SERVER, 9004)
+    wait_port(b, 9004)
+
+    def idle_conn():
+        s = socket.create_connection((b.ip, 9004), timeout=5)
+        s.sendall(b"hi")
+        assert s.recv(16) == b"hi"
+        t = time.monotonic()
+        try:
+            d = s.recv(16)
+        except ConnectionResetError:
+            d = b""
+        return d, time.monotonic() - t
+    d, waited = netns_exec(a, idle_conn)
+    assert d == b"" and 0.8 < waited < 3, (d, waited)
+    assert proxy.stats()["idle_timeouts"] >= 1
+    proxy.stop_clean()

@@ -1,0 +1,182 @@
+"""node-proxy benchmark: direct pod-to-pod against pod-to-pod through
+node-proxy (two hops: 15001 in the client pod, 15006 in the server pod), in
+one run on one node.  Prints a table and writes BUILD/bench/results.md.
+
+    /usr/bin/python3 tests/bench/bench_node_proxy.py BUILD_DIR
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "system"))
+
+from topology import PYTHON, Topology, wait_port  # noqa: E402
+
+DURATION = int(os.environ.get("BENCH_SECONDS", "5"))
+
+_IDLE_SERVER = r"""
+import asyncio, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+async def handle(r, w):
+    while await r.read(65536):
+        pass
+    w.close()
+async def main():
+    srv = await asyncio.start_server(handle, "0.0.0.0", int(sys.argv[1]), backlog=4096)
+    await srv.serve_forever()
+asyncio.run(main())
+"""
+
+_IDLE_CLIENT = r"""
+import resource, socket, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+socks = [socket.create_connection((host, port), timeout=20) for _ in range(n)]
+for s in socks:
+    s.sendall(b"x")       # one byte each way through both hops, then idle
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def parse_lat(s):
+    m = re.match(r"([\d.]+)(us|ms|s)$", s)
+    v = float(m.group(1))
+    return v * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
+
+
+def wrk(pod, url, conns):
+    threads = 1 if conns < 8 else 2
+    r = pod.run(["wrk", "--latency", f"-t{threads}", f"-c{conns}", f"-d{DURATION}s", url],
+                timeout=DURATION + 30)
+    out = r.stdout
+    rps = float(out.split("Requests/sec:")[1].split()[0])
+    p50 = parse_lat(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = parse_lat(re.search(r"\s99%\s+(\S+)", out).group(1))
+    if "Socket errors" in out or "Non-2xx" in out:
+        raise RuntimeError("wrk errors:\n" + out)
+    return rps, p50, p99
+
+
+def iperf(pod, ip):
+    r = pod.run(["iperf3", "-c", ip, "-t", str(DURATION), "-J"], timeout=DURATION + 30)
+    return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"]
+
+
+def main():
+    build = Path(sys.argv[1] if len(sys.argv) > 1 else "build").resolve()
+    bins = build / "bin"
+    httpd = build / "bench" / "bench-httpd"
+    out_md = build / "bench" / "results.md"
+    np_bin = bins / "ambit-node-proxy"
+    topo = Topology(bins=bins)
+    rows = []
+    try:
+        n1 = topo.add_node("n1")
+        a = topo.add_pod(n1, "a")  # direct pair
+        b = topo.add_pod(n1, "b")
+        c = topo.add_pod(n1, "c")  # through node-proxy
+        d = topo.add_pod(n1, "d")
+        extra = [topo.add_pod(n1, f"e{i}") for i in range(8)]
+        sock = os.path.join(topo.tmpdir, "np.sock")
+        proxy = n1.popen([str(np_bin), "--control-socket", sock, "--state-file",
+                          os.path.join(topo.tmpdir, "np.state"), "--log-level", "warn"]
+                         + os.environ.get("BENCH_NP_ARGS", "").split())
+        deadline = time.monotonic() + 10
+        while n1.run([str(np_bin), "ctl", "--socket", sock, "status"], check=False).returncode:
+            if time.monotonic() > deadline or proxy.poll() is not None:
+                raise RuntimeError("node-proxy did not start: " + topo.log(proxy))
+            time.sleep(0.05)
+        rss_start = rss_kb(proxy.pid)
+        for p in [c, d] + extra:
+            n1.run([str(bins / "ambit-redirect"), "install", "--netns", p.path])
+            n1.run([str(np_bin), "ctl", "--socket", sock, "add", "--uid", f"uid-{p.name}",
+                    "--namespace", "bench", "--name", p.name, "--netns", p.path, "--ip", p.ip])
+        time.sleep(0.5)
+        rss_idle = rss_kb(proxy.pid)
+
+        # idle connections: RSS delta per connection
+        srv = d.popen([PYTHON, "-c", _IDLE_SERVER, "9100"])
+        wait_port(d, 9100)
+        n_idle = 1000
+        before = rss_kb(proxy.pid)
+        cl = c.popen([PYTHON, "-c", _IDLE_CLIENT, d.ip, "9100", str(n_idle)],
+                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert cl.stdout.readline().strip() == "ready", topo.log(cl)
+        time.sleep(0.5)
+        after = rss_kb(proxy.pid)
+        cl.stdin.write("\n")
+        cl.stdin.flush()
+        cl.wait(timeout=10)
+        topo.stop(srv)
+        per_client_conn = (after - before) * 1024 / n_idle
+        per_proxied_conn = per_client_conn / 2  # each client connection is two proxied ones
+
+        for p in (b, d):
+            p.popen([str(httpd), "8080", "64"])
+            p.popen(["iperf3", "-s", "-p", "5201"])
+            wait_port(p, 8080)
+            wait_port(p, 5201)
+
+        res = {}
+        for label, src, dst in (("direct", a, b), ("node-proxy", c, d)):
+            res[label] = {
+                "iperf": iperf(src, dst.ip),
+                "wrk4": wrk(src, f"http://{dst.ip}:8080/", 4),
+                "wrk64": wrk(src, f"http://{dst.ip}:8080/", 64),
+            }
+        rss_load = rss_kb(proxy.pid)
+        st = json.loads(n1.run(["curl", "-s", "http://127.0.0.1:15000/stats"]).stdout)["total"]
+
+        D, P = res["direct"], res["node-proxy"]
+        lines = []
+        lines.append(f"# node-proxy benchmark ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+                     f"{os.cpu_count()} CPUs, {DURATION}s per run, plaintext, 2 proxy hops)\n")
+        lines.append("| metric | direct | node-proxy | ratio | target |")
+        lines.append("|---|---|---|---|---|")
+        lines.append(f"| iperf3 single stream (Gbit/s) | {D['iperf']/1e9:.2f} | {P['iperf']/1e9:.2f} | "
+                     f"{P['iperf']/D['iperf']:.2f}x | >= 0.5x |")
+        for k, n in (("wrk4", 4), ("wrk64", 64)):
+            tgt = ">= 0.6x" if n == 64 else ""
+            lines.append(f"| wrk {n} conns req/s | {D[k][0]:.0f} | {P[k][0]:.0f} | "
+                         f"{P[k][0]/D[k][0]:.2f}x | {tgt} |")
+            lines.append(f"| wrk {n} conns p50 (us) | {D[k][1]:.0f} | {P[k][1]:.0f} | "
+                         f"+{P[k][1]-D[k][1]:.0f} us | {'<= +60 us' if n == 4 else ''} |")
+            lines.append(f"| wrk {n} conns p99 (us) | {D[k][2]:.0f} | {P[k][2]:.0f} | "
+                         f"+{P[k][2]-D[k][2]:.0f} us | |")
+        lines.append("")
+        lines.append("| memory | value | target |")
+        lines.append("|---|---|---|")
+        lines.append(f"| RSS at start, no pods | {rss_start/1024:.1f} MiB | |")
+        lines.append(f"| RSS idle, 10 pods enrolled | {rss_idle/1024:.1f} MiB | <= 8 MB |")
+        lines.append(f"| RSS per idle client connection (2 proxied) | {per_client_conn/1024:.2f} KiB | |")
+        lines.append(f"| RSS per idle proxied connection | {per_proxied_conn/1024:.2f} KiB | <= 16 KiB |")
+        lines.append(f"| RSS after the load runs | {rss_load/1024:.1f} MiB | |")
+        lines.append("")
+        lines.append(f"node-proxy counters after the run: accepted={st['accepted']} "
+                     f"resets={st['resets']} nobufs={st['nobufs']} pool_exhausted={st['pool_exhausted']}")
+        text = "\n".join(lines) + "\n"
+        print(text)
+        out_md.parent.mkdir(parents=True, exist_ok=True)
+        out_md.write_text(text)
+        print(f"written to {out_md}")
+    finally:
+        topo.teardown()
+
+
+if __name__ == "__main__":
+    main()
