@@ -17,7 +17,7 @@ SRCDIR="$ROOT/.deps/src"
 # back ends that the stock package leaves out.
 WOLF_FLAGS="--enable-distro --enable-pkcs11 --disable-examples \
 --enable-aesni --enable-intelasm --enable-sp-asm"
-STAMP_KEY="wolfssl-5.5.4 $WOLF_FLAGS"
+STAMP_KEY="wolfssl-5.5.4 r2 $WOLF_FLAGS"
 
 PKGS="build-essential pkg-config dpkg-dev autoconf automake libtool \
 liburing-dev libnghttp2-dev libnl-3-dev libnl-route-3-dev libinih-dev \
@@ -55,7 +55,7 @@ if [ -n "$missing" ]; then
 fi
 
 if [ -f "$PREFIX/.stamp" ] && [ "$(cat "$PREFIX/.stamp")" = "$STAMP_KEY" ] &&
-	[ -f "$PREFIX/lib/libwolfssl.so" ]; then
+	[ -f "$PREFIX/lib/libwolfssl.so" ] && [ -f "$PREFIX/include/wolfssl/options.h" ]; then
 	exit 0
 fi
 
@@ -108,6 +108,11 @@ cd "$src"
 make -j"$(nproc)" >"$SRCDIR/make.log" 2>&1 || { tail -30 "$SRCDIR/make.log" >&2; exit 1; }
 rm -rf "$PREFIX"
 make install >"$SRCDIR/install.log" 2>&1
+# With --enable-distro, wolfssl/options.h (the feature macros every user
+# must see, or struct layouts disagree) is a noinst header; Debian's
+# libwolfssl-dev.install copies it by hand, and so do we.
+install -m 0644 wolfssl/options.h "$PREFIX/include/wolfssl/options.h"
+[ ! -f cyassl/options.h ] || install -m 0644 cyassl/options.h "$PREFIX/include/cyassl/options.h"
 echo "$STAMP_KEY" >"$PREFIX/.stamp"
 if mkdir -p /var/cache/ambit 2>/dev/null; then
 	rm -rf "$CACHE.tmp" && cp -a "$PREFIX" "$CACHE.tmp" && rm -rf "$CACHE" &&
