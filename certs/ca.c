@@ -7,6 +7,7 @@
 #include <wolfssl/wolfcrypt/random.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,9 @@ struct ca {
 	struct x509_cert info;
 	char td[SPIFFE_TD_MAX + 1];
 	ecc_key *key; /* secmem */
+	/* wolfSSL does not promise that signing with one ecc_key from several
+	 * threads is safe; issuing is rare, so serialise it. */
+	pthread_mutex_t sign_lock;
 };
 
 static const uint8_t OID_NAME_CONSTRAINTS[] = { 0x55, 0x1d, 0x1e };
@@ -41,6 +45,7 @@ void ca_free(struct ca *ca)
 		secmem_free(ca->key);
 	}
 	free(ca->der);
+	pthread_mutex_destroy(&ca->sign_lock);
 	free(ca);
 }
 
@@ -336,7 +341,11 @@ int ca_sign(const struct ca *issuer, const struct ca_spec *spec, void *subject_k
 			goto out;
 		}
 	}
+	if (issuer)
+		pthread_mutex_lock(&((struct ca *)issuer)->sign_lock);
 	blen = wc_SignCert_ex(body, CTC_SHA256wECDSA, buf, CERT_BUF_MAX, ECC_TYPE, signer, &rng);
+	if (issuer)
+		pthread_mutex_unlock(&((struct ca *)issuer)->sign_lock);
 	if (blen < 0) {
 		w = blen;
 		goto wolf_fail;
@@ -392,6 +401,7 @@ static int ca_new(uint8_t *der, size_t len, struct ca **out, struct certs_err *e
 		free(der);
 		return certs_errf(err, -ENOMEM, "out of memory");
 	}
+	pthread_mutex_init(&ca->sign_lock, NULL);
 	ca->der = der;
 	ca->der_len = len;
 	r = x509_parse(der, len, &ca->info, err);

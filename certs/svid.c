@@ -13,17 +13,17 @@
 #include "certs/secmem.h"
 #include "certs/svid.h"
 
-/* A SEC1 P-256 key is 121 bytes; its PEM about 230. */
+/* A SEC1 P-256 key is 121 bytes, its PEM about 230: both share one locked
+ * page so a node with many service accounts stays within RLIMIT_MEMLOCK. */
 #define KEY_DER_CAP 256
+#define KEY_PEM_CAP 512
 
 void svid_wipe_key(struct svid *s)
 {
 	if (!s)
 		return;
 	if (s->key_der)
-		explicit_bzero(s->key_der, KEY_DER_CAP);
-	if (s->key_pem)
-		explicit_bzero(s->key_pem, s->key_pem_len);
+		explicit_bzero(s->key_der, KEY_DER_CAP + KEY_PEM_CAP);
 }
 
 void svid_free(struct svid *s)
@@ -32,7 +32,6 @@ void svid_free(struct svid *s)
 		return;
 	svid_wipe_key(s);
 	secmem_free(s->key_der);
-	secmem_free(s->key_pem);
 	free(s->cert_der);
 	free(s->cert_pem);
 	free(s->chain_der);
@@ -73,7 +72,7 @@ int svid_issue(const struct ca *issuer, const struct spiffe_id *id, unsigned lif
 		goto fail;
 	}
 	key = secmem_alloc(sizeof(*key));
-	s->key_der = secmem_alloc(KEY_DER_CAP);
+	s->key_der = secmem_alloc(KEY_DER_CAP + KEY_PEM_CAP);
 	if (!key || !s->key_der) {
 		r = certs_errf(err, -ENOMEM, "cannot allocate key memory");
 		goto fail;
@@ -121,11 +120,16 @@ int svid_issue(const struct ca *issuer, const struct spiffe_id *id, unsigned lif
 		goto fail_key;
 	}
 	s->key_der_len = (size_t)w;
-	r = ca_der_to_pem(s->key_der, s->key_der_len, CA_PEM_EC_KEY, true, &s->key_pem,
-	                  &s->key_pem_len, err);
-	if (r < 0)
+	s->key_pem = (char *)s->key_der + KEY_DER_CAP;
+	w = wc_DerToPem(s->key_der, (word32)s->key_der_len, (byte *)s->key_pem, KEY_PEM_CAP - 1,
+	                ECC_PRIVATEKEY_TYPE);
+	if (w <= 0) {
+		s->key_pem = NULL;
+		r = certs_errf(err, -EIO, "key PEM encoding failed: %s", certs_wolf_str(w));
 		goto fail_key;
-	s->key_locked = s->key_locked && secmem_locked(s->key_pem);
+	}
+	s->key_pem[w] = '\0';
+	s->key_pem_len = (size_t)w;
 	r = ca_der_to_pem(s->cert_der, s->cert_der_len, CA_PEM_CERT, false, &s->cert_pem,
 	                  &s->cert_pem_len, err);
 	if (r < 0)

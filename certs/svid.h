@@ -38,7 +38,7 @@ struct svid {
 	size_t chain_pem_len;
 	uint8_t *key_der; /* SEC1 ECPrivateKey, locked memory */
 	size_t key_der_len;
-	char *key_pem; /* "EC PRIVATE KEY" PEM, locked memory */
+	char *key_pem; /* "EC PRIVATE KEY" PEM, same locked page as key_der */
 	size_t key_pem_len;
 	bool key_locked; /* mlock succeeded */
 };

@@ -8,6 +8,7 @@
 #include <wolfssl/wolfcrypt/random.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -668,6 +669,46 @@ static void test_parse_malformed(void **state)
 	free(c);
 }
 
+/* node-proxy issues from several threads; every SVID must still verify. */
+static void *issue_many(void *arg)
+{
+	struct spiffe_id id = { "cluster.local", "default", "t" };
+	struct x509_buf chain[2], root = ca_cert_der(g_root);
+	struct certs_err err;
+	struct svid *s;
+	long bad = 0;
+	int i;
+
+	snprintf(id.sa, sizeof(id.sa), "sa-%ld", (long)(intptr_t)arg);
+	for (i = 0; i < 20; i++) {
+		if (svid_issue(g_node, &id, 3600, 0, &s, &err) < 0) {
+			bad++;
+			continue;
+		}
+		chain[0].der = s->cert_der;
+		chain[0].len = s->cert_der_len;
+		chain[1] = ca_cert_der(g_node);
+		bad += x509_verify_chain(chain, 2, &root, 0, &err) != 0;
+		svid_free(s);
+	}
+	return (void *)bad;
+}
+
+static void test_concurrent_issue(void **state)
+{
+	pthread_t t[4];
+	void *bad;
+	long i;
+
+	(void)state;
+	for (i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, issue_many, (void *)(intptr_t)i), 0);
+	for (i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(t[i], &bad), 0);
+		assert_int_equal((long)(intptr_t)bad, 0);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -685,6 +726,7 @@ int main(void)
 		cmocka_unit_test(test_ca_files),
 		cmocka_unit_test(test_load_certs),
 		cmocka_unit_test(test_parse_malformed),
+		cmocka_unit_test(test_concurrent_issue),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
