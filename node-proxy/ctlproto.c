@@ -511,7 +511,9 @@ int ctl_client_call(int fd, uint16_t type, json_t *body, const int *fds, size_t 
 		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
 		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
 	}
-	if (sendmsg(fd, &m, MSG_NOSIGNAL) < 0) {
+	while ((n = sendmsg(fd, &m, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+		;
+	if (n < 0) {
 		r = -errno;
 		seterr(err, errlen, "send: %s", strerror(errno));
 		goto out;
@@ -525,7 +527,7 @@ int ctl_client_call(int fd, uint16_t type, json_t *body, const int *fds, size_t 
 
 		if (left < 0)
 			left = 0;
-		r = poll(&pfd, 1, (int)left);
+		r = poll(&pfd, 1, timeout_ms < 0 ? -1 : (int)left);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;

@@ -63,7 +63,8 @@ int ctl_parse(const void *buf, size_t len, struct ctl_hdr *h, json_t **body, cha
 int ctl_encode(uint16_t type, uint32_t seq, const json_t *body, void *buf, size_t cap);
 
 /* Blocking client.  connect returns an fd or -errno. call sends one request
- * (with @fds attached), waits up to @timeout_ms for its ack, and returns 0
+ * (with @fds attached), waits up to @timeout_ms (< 0: forever) for its
+ * ack, and returns 0
  * when the ack's error string is empty, -EREMOTEIO with that string copied
  * into @err otherwise, or -errno on transport failure.  *reply (if not
  * NULL) receives the ack body, owned by the caller. */
