@@ -192,11 +192,17 @@ int cni_labels_parse(const char *s, struct wl_label *labels, unsigned *n, int co
 	while (*p) {
 		const char *end = strchr(p, ',');
 		size_t seg = end ? (size_t)(end - p) : strlen(p);
-		const char *eq = memchr(p, '=', seg);
+		const char *eq = NULL;
 
+		/* KEY:VALUE, or KEY=VALUE.  ':' is the one to use inside
+		 * CNI_ARGS: the Go plugins of a chain (libcni's LoadArgs)
+		 * reject a CNI_ARGS pair holding a second '='. */
+		for (size_t i = 0; i < seg && !eq; i++)
+			if (p[i] == ':' || p[i] == '=')
+				eq = p + i;
 		if (seg > 0) {
 			if (!eq)
-				return cni_fail(e, code, "label \"%.*s\" has no '='",
+				return cni_fail(e, code, "label \"%.*s\" is not KEY:VALUE",
 				                (int)(seg > 64 ? 64 : seg), p);
 			if (label_put(labels, n, p, (size_t)(eq - p), eq + 1,
 			              seg - (size_t)(eq - p) - 1, code, e))

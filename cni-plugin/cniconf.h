@@ -105,7 +105,7 @@ struct cni_args {
  * key are errors (code 4).  Returns 0 or -1. */
 int cni_args_parse(const char *s, struct cni_args *a, struct cni_error *e);
 
-/* Parse "k=v,k=v" labels into @labels (capacity WL_MAX_LABELS), merging
+/* Parse "k:v,k:v" (or "k=v,k=v") labels into @labels (capacity WL_MAX_LABELS), merging
  * into the @*n already present (same key replaces).  Returns 0 or -1 with
  * the problem in @e using @code. */
 int cni_labels_parse(const char *s, struct wl_label *labels, unsigned *n, int code,

@@ -122,8 +122,8 @@ static void test_args_last_duplicate_wins_and_empty_segments(void **state)
 	struct cni_error e;
 
 	(void)state;
-	assert_int_equal(cni_args_parse(";;K8S_POD_NAME=a;;K8S_POD_NAME=b;AMBIT_LABELS=x=1;"
-	                                "AMBIT_LABELS=y=2,z=3;",
+	assert_int_equal(cni_args_parse(";;K8S_POD_NAME=a;;K8S_POD_NAME=b;AMBIT_LABELS=x:1;"
+	                                "AMBIT_LABELS=y:2,z=3;",
 	                                &a, &e),
 	                 0);
 	assert_string_equal(a.pod_name, "b");
@@ -173,8 +173,8 @@ static void test_args_errors(void **state)
 		"K8S_POD_UID=\"q\"",       /* quote */
 		"AMBIT_SERVICE_ACCOUNT=$", /* symbol */
 		"AMBIT_LABELS=novalue",    /* label without '=' */
-		"AMBIT_LABELS==v",         /* empty label key */
-		"AMBIT_LABELS=a=b c",      /* space in value */
+		"AMBIT_LABELS=:v",         /* empty label key */
+		"AMBIT_LABELS=a:b c",      /* space in value */
 	};
 	struct cni_args a;
 	struct cni_error e;
@@ -641,7 +641,7 @@ static void test_workload_build(void **state)
 	assert_int_equal(w->n_labels, 2);
 
 	assert_int_equal(cni_args_parse("K8S_POD_UID=u-1;K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web;"
-	                                "AMBIT_SERVICE_ACCOUNT=args;AMBIT_LABELS=app=args,v=1",
+	                                "AMBIT_SERVICE_ACCOUNT=args;AMBIT_LABELS=app:args,v:1",
 	                                &a, &e),
 	                 0);
 	assert_int_equal(cni_workload_build(c, &a, &env, &ip, 1, w, &e), 0);
