@@ -290,3 +290,21 @@ def test_expired_detected_by_openssl_and_inspect(certs, pki, tmp_path):
     out = certs("inspect", w / "chain.pem", "--root", pki / "root" / "root-cert.pem").stdout
     assert "chain:            OK" in out
     certs("inspect", w / "cert.pem", "--at", "yesterday", code=2)
+
+
+def test_reissue_node_needs_force(certs, pki):
+    n1 = pki / "n1"
+    before = (n1 / "node-key.pem").read_bytes()
+    p = certs("issue-node", "--dir", pki / "root", "--node", "n1", "--out", n1, code=1)
+    assert "already holds a node key" in p.stderr
+    assert (n1 / "node-key.pem").read_bytes() == before
+    certs("issue-node", "--dir", pki / "root", "--node", "n1", "--out", n1, "--force")
+    assert (n1 / "node-key.pem").read_bytes() != before
+    # SVIDs from the old intermediate still chain to the root with the old
+    # intermediate; the new intermediate verifies new SVIDs.
+    certs("issue-workload", "--dir", n1, "--namespace", "default", "--service-account", "web",
+          "--out", pki / "w-new")
+    out = certs("inspect", pki / "w-new" / "chain.pem", "--root", pki / "root" / "root-cert.pem").stdout
+    assert "chain:            OK" in out
+    out = certs("inspect", pki / "w" / "chain.pem", "--root", pki / "root" / "root-cert.pem").stdout
+    assert "chain:            OK" in out
