@@ -23,18 +23,29 @@ static struct nft_ctx *ctx_new(struct textbuf *err)
 	return ctx;
 }
 
-/* nft's error text without its trailing newlines. */
+/* The first error nft reported, with the command it points at.  A failed
+ * batch makes nft repeat the error for every command in it; one is
+ * enough to say what went wrong. */
 static void copy_error(struct nft_ctx *ctx, struct textbuf *err)
 {
 	const char *e = nft_ctx_get_error_buffer(ctx);
-	size_t n = e ? strlen(e) : 0;
+	const char *msg, *eol, *cmd = NULL, *cmd_end = NULL;
 
-	while (n && (e[n - 1] == '\n' || e[n - 1] == ' '))
-		n--;
-	if (n)
-		tb_printf(err, "nftables: %.*s", (int)n, e);
-	else
+	msg = e ? strstr(e, "Error: ") : NULL;
+	if (!msg) {
 		tb_printf(err, "nftables: command failed");
+		return;
+	}
+	msg += strlen("Error: ");
+	eol = strchrnul(msg, '\n');
+	if (*eol) {
+		cmd = eol + 1;
+		cmd_end = strchrnul(cmd, '\n');
+	}
+	tb_printf(err, "nftables: %.*s", (int)(eol - msg), msg);
+	if (cmd && cmd_end > cmd)
+		tb_printf(err, " (in '%.*s')", (int)(cmd_end - cmd > 120 ? 120 : cmd_end - cmd),
+		          cmd);
 }
 
 int nftw_run(const char *script, struct textbuf *err)

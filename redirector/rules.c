@@ -172,6 +172,22 @@ static void listing_free(struct listing *l)
 	free(l->lines);
 }
 
+/* Cut an nft "# ..." annotation (e.g. "# progname nft" after an owned
+ * table's brace); a '#' inside a quoted comment is text. */
+static void strip_comment(char *line)
+{
+	int quoted = 0;
+
+	for (; *line; line++) {
+		if (*line == '"')
+			quoted = !quoted;
+		else if (*line == '#' && !quoted) {
+			*line = '\0';
+			return;
+		}
+	}
+}
+
 /* Split into trimmed, non-blank lines; note for each the depth-1 block
  * ("chain x {", "set y {") it belongs to.  Deeper blocks (multi-line set
  * elements) stay opaque lines of their block. */
@@ -196,6 +212,7 @@ static int listing_parse(const char *text, struct listing *l)
 
 		while (*tok == ' ' || *tok == '\t')
 			tok++;
+		strip_comment(tok);
 		k = strlen(tok);
 		while (k && (tok[k - 1] == ' ' || tok[k - 1] == '\t' || tok[k - 1] == '\r'))
 			tok[--k] = '\0';
@@ -265,6 +282,15 @@ static int name_len(const char *hdr)
 	return (int)(n >= 2 ? n - 2 : n);
 }
 
+/* What a line is, for the report: a chain's "type ... hook ..." line is
+ * its definition, a table-level line ("flags dormant") an attribute. */
+static const char *line_kind(const char *s, int obj)
+{
+	if (obj == OBJ_TABLE)
+		return "attribute";
+	return strncmp(s, "type ", 5) ? "rule" : "definition";
+}
+
 static int diff_block(const struct listing *e, int eo, const struct listing *a, int ao,
                       const char *hdr, struct textbuf *out)
 {
@@ -276,10 +302,9 @@ static int diff_block(const struct listing *e, int eo, const struct listing *a, 
 		if (x->obj != eo || x->hdr || !first_of_kind(e, i))
 			continue;
 		if (count_in(a, ao, x->s) < count_in(e, eo, x->s)) {
-			tb_printf(out, "nft: %s in %.*s: %s\n",
-			          strncmp(x->s, "type ", 5) ? "missing rule"
-			                                    : "different definition",
-			          name_len(hdr), hdr, x->s);
+			tb_printf(out, "nft: %s %s in %.*s: %s\n",
+			          strncmp(x->s, "type ", 5) ? "missing" : "different",
+			          line_kind(x->s, eo), name_len(hdr), hdr, x->s);
 			nd++;
 		}
 	}
@@ -288,9 +313,8 @@ static int diff_block(const struct listing *e, int eo, const struct listing *a, 
 		if (x->obj != ao || x->hdr || !first_of_kind(a, i))
 			continue;
 		if (count_in(a, ao, x->s) > count_in(e, eo, x->s)) {
-			tb_printf(out, "nft: unexpected %s in %.*s: %s\n",
-			          strncmp(x->s, "type ", 5) ? "rule" : "definition", name_len(hdr),
-			          hdr, x->s);
+			tb_printf(out, "nft: unexpected %s in %.*s: %s\n", line_kind(x->s, ao),
+			          name_len(hdr), hdr, x->s);
 			nd++;
 		}
 	}

@@ -17,6 +17,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -491,6 +492,29 @@ def test_routing_failure_rolls_back(topo, bins, pods):
     # --no-ipv6 is the way out
     ok(redirect(bins, "install", "--netns", a.path, "--no-ipv6"))
     ok(redirect(bins, "check", "--netns", a.path, "--no-ipv6"))
+
+
+def test_nft_failure_leaves_nothing(topo, bins, pods):
+    """A transaction the kernel refuses (another process holds an owned
+    table of the same name) fails cleanly: one-line reason, exit 2, no
+    routing added, the other table untouched; check names the difference."""
+    _, a, _ = pods
+    a.popen(["sh", "-c", "(echo 'add table inet ambit { flags owner; }'; exec sleep 600) | nft -i"])
+    deadline = time.monotonic() + 10
+    while "table inet ambit" not in a.run(["nft", "list", "tables"]).stdout:
+        assert time.monotonic() < deadline, "owned table did not appear"
+        time.sleep(0.1)
+    before_nft, before_routing = ruleset(a), routing(a)
+    p = redirect(bins, "install", "--netns", a.path)
+    assert_error(p, "nftables: Could not process rule: Operation not permitted")
+    assert p.stderr.count("\n") == 1, p.stderr
+    assert ruleset(a) == before_nft
+    assert routing(a) == before_routing
+    assert "fwmark" not in before_routing
+    p = redirect(bins, "check", "--netns", a.path)
+    assert p.returncode == 1
+    assert "unexpected attribute in table inet ambit: flags owner" in p.stdout
+    assert "missing chain capture_out" in p.stdout
 
 
 def test_dry_run_touches_nothing(topo, bins, pods):

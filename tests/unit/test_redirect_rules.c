@@ -392,7 +392,25 @@ static void test_diff_table_attribute(void **state)
 	assert_int_equal(diff(default_ruleset, edit(default_ruleset, "table inet ambit {\n",
 	                                            "table inet ambit {\n\tflags dormant\n\n")),
 	                 1);
-	assert_string_equal(report, "nft: unexpected rule in table inet ambit: flags dormant\n");
+	assert_string_equal(report, "nft: unexpected attribute in table inet ambit: flags dormant\n");
+}
+
+static void test_diff_owned_table(void **state)
+{
+	(void)state;
+	/* someone else's owned table: the annotation after the brace must not
+	 * hide the table's contents from the comparison */
+	assert_int_equal(
+	    diff(default_ruleset, edit(default_ruleset, "table inet ambit {\n",
+	                               "table inet ambit { # progname nft\n\tflags owner\n\n")),
+	    1);
+	assert_string_equal(report, "nft: unexpected attribute in table inet ambit: flags owner\n");
+	/* a '#' inside a quoted comment is not an annotation */
+	assert_int_equal(diff("table inet ambit {\n\tchain c {\n\t\ttcp dport 1 comment \"a#b\"\n"
+	                      "\t}\n}\n",
+	                      "table inet ambit {\n\tchain c {\n\t\ttcp dport 1 comment \"a#c\"\n"
+	                      "\t}\n}\n"),
+	                 2);
 }
 
 static void test_diff_empty_listing(void **state)
@@ -420,6 +438,7 @@ int main(void)
 		cmocka_unit_test(test_diff_missing_and_extra_chain),
 		cmocka_unit_test(test_diff_order),
 		cmocka_unit_test(test_diff_table_attribute),
+		cmocka_unit_test(test_diff_owned_table),
 		cmocka_unit_test(test_diff_empty_listing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
