@@ -161,10 +161,10 @@ static void lsn_close(struct worker *w, uint32_t idx)
 
 static void on_accept(struct worker *w, uint32_t idx, const struct io_uring_cqe *cqe)
 {
-	struct lsn *l = &w->lsn[idx];
+	struct lsn *l = idx < w->n_lsn_cap ? &w->lsn[idx] : NULL;
 	int res = cqe->res;
 
-	if (idx >= w->n_lsn_cap || !l->used) {
+	if (!l || !l->used) {
 		if (res >= 0)
 			close(res);
 		return;

@@ -19,6 +19,7 @@ sys.path.insert(0, str(REPO / "tests" / "system"))
 from topology import PYTHON, Topology, wait_port  # noqa: E402
 
 DURATION = int(os.environ.get("BENCH_SECONDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 
 _IDLE_SERVER = r"""
 import asyncio, resource, sys
@@ -132,20 +133,29 @@ def main():
             wait_port(p, 8080)
             wait_port(p, 5201)
 
-        res = {}
-        for label, src, dst in (("direct", a, b), ("node-proxy", c, d)):
-            res[label] = {
-                "iperf": iperf(src, dst.ip),
-                "wrk4": wrk(src, f"http://{dst.ip}:8080/", 4),
-                "wrk64": wrk(src, f"http://{dst.ip}:8080/", 64),
-            }
+        # ROUNDS alternating rounds; each figure is the best of its rounds
+        # (highest rate, lowest latency), which filters out the moments
+        # another process had the CPUs on this 2-core machine.
+        res = {"direct": {}, "node-proxy": {}}
+        load0 = os.getloadavg()[0]
+        for _ in range(ROUNDS):
+            for label, src, dst in (("direct", a, b), ("node-proxy", c, d)):
+                r = res[label]
+                bps = iperf(src, dst.ip)
+                r["iperf"] = max(r.get("iperf", 0), bps)
+                for k, n in (("wrk4", 4), ("wrk64", 64)):
+                    rps, p50, p99 = wrk(src, f"http://{dst.ip}:8080/", n)
+                    o = r.get(k, (0, 1e12, 1e12))
+                    r[k] = (max(o[0], rps), min(o[1], p50), min(o[2], p99))
+        load1 = os.getloadavg()[0]
         rss_load = rss_kb(proxy.pid)
         st = json.loads(n1.run(["curl", "-s", "http://127.0.0.1:15000/stats"]).stdout)["total"]
 
         D, P = res["direct"], res["node-proxy"]
         lines = []
         lines.append(f"# node-proxy benchmark ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-                     f"{os.cpu_count()} CPUs, {DURATION}s per run, plaintext, 2 proxy hops)\n")
+                     f"{os.cpu_count()} CPUs, {DURATION}s per run, best of {ROUNDS} alternating rounds, "
+                     f"plaintext, 2 proxy hops; load average {load0:.1f} -> {load1:.1f})\n")
         lines.append("| metric | direct | node-proxy | ratio | target |")
         lines.append("|---|---|---|---|---|")
         lines.append(f"| iperf3 single stream (Gbit/s) | {D['iperf']/1e9:.2f} | {P['iperf']/1e9:.2f} | "
