@@ -13,6 +13,11 @@
  *       line "status=... streams=... tx=... rx=... ok=... secs=..." and
  *       exits 0 when every echo matched (or BYTES is 0 and status printed).
  *
+ *   hbone-peer bench CHAIN KEY ROOT EXPECT_ID MBYTES HANDSHAKES
+ *       In-memory, no sockets: MBYTES through one tunnel (client ->
+ *       server, server consumes) and HANDSHAKES full mTLS handshakes;
+ *       prints engine CPU cost (process CPU time, both ends counted).
+ *
  * One thread, poll(), non-blocking sockets: the same call pattern the
  * io_uring data plane uses (feed what was read, send pending_out, write
  * until the engine says wait).
@@ -54,7 +59,7 @@ struct peer {
 	int nt;
 };
 
-static int sink, is_client;
+static int sink, is_client, no_hash;
 static uint64_t total_bytes;
 
 static uint8_t pat(size_t i)
@@ -167,7 +172,8 @@ static void on_data(struct hbone_conn *c, void *arg, int32_t sid, void *su, cons
 		return;
 	t->rx += n;
 	total_bytes += n;
-	t->hash_rx = fnv(t->hash_rx, d, n);
+	if (!no_hash)
+		t->hash_rx = fnv(t->hash_rx, d, n);
 	if (sink || is_client) {
 		hbone_stream_consume(c, sid, n);
 		return;
@@ -383,24 +389,32 @@ static int client(int port, struct tls_identity *id, const char *expect, const c
 	}
 	for (;;) {
 		struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
-		/* Write every open tunnel's pattern as far as the engine lets us. */
-		for (i = 0; i < p->nt; i++) {
-			struct tun *t = &p->t[i];
-			while (t->status == 200 && !t->closed && t->tx < bytes) {
-				size_t k =
-				    bytes - t->tx < sizeof(wbuf) ? bytes - t->tx : sizeof(wbuf);
-				for (size_t j = 0; j < k; j++)
-					wbuf[j] = pat(t->tx + j);
-				ssize_t w = hbone_stream_write(p->c, t->sid, wbuf, k);
-				if (w <= 0)
-					break;
-				t->tx += (size_t)w;
+		/* Write every open tunnel's pattern as far as the engine lets us,
+		 * sending as we go: draining the ring makes room for more. */
+		size_t progress;
+		do {
+			progress = 0;
+			for (i = 0; i < p->nt; i++) {
+				struct tun *t = &p->t[i];
+				while (t->status == 200 && !t->closed && t->tx < bytes) {
+					size_t k = bytes - t->tx < sizeof(wbuf) ? bytes - t->tx
+					                                        : sizeof(wbuf);
+					for (size_t j = 0; j < k; j++)
+						wbuf[j] = pat(t->tx + j);
+					ssize_t w = hbone_stream_write(p->c, t->sid, wbuf, k);
+					if (w <= 0)
+						break;
+					t->tx += (size_t)w;
+					progress += (size_t)w;
+				}
+				if (t->status == 200 && t->tx == bytes && !t->shut) {
+					t->shut = 1;
+					hbone_stream_shutdown(p->c, t->sid);
+				}
 			}
-			if (t->status == 200 && t->tx == bytes && !t->shut) {
-				t->shut = 1;
-				hbone_stream_shutdown(p->c, t->sid);
-			}
-		}
+			if (flush_out(p) < 0)
+				goto out;
+		} while (progress);
 		if (flush_out(p) < 0)
 			break;
 		for (done = 0, i = 0; i < p->nt; i++)
@@ -423,6 +437,7 @@ static int client(int port, struct tls_identity *id, const char *expect, const c
 			}
 		}
 	}
+out:
 	for (i = 0; i < p->nt; i++) {
 		struct tun *t = &p->t[i];
 		status = status ? status : t->status;
@@ -442,6 +457,114 @@ static int client(int port, struct tls_identity *id, const char *expect, const c
 	return ok || bytes == 0 ? 0 : 1;
 }
 
+static double cpu(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Move everything pending from @a to @b and back until quiet. */
+static void shuttle(struct peer *a, struct peer *b)
+{
+	struct iovec iov[2];
+	int moved, n, i;
+
+	do {
+		moved = 0;
+		n = hbone_conn_pending_out(a->c, iov);
+		for (i = 0; i < n; i++)
+			hbone_conn_feed(b->c, iov[i].iov_base, iov[i].iov_len);
+		if (n) {
+			hbone_conn_out_done(a->c, hbone_conn_out_len(a->c));
+			moved = 1;
+		}
+		n = hbone_conn_pending_out(b->c, iov);
+		for (i = 0; i < n; i++)
+			hbone_conn_feed(a->c, iov[i].iov_base, iov[i].iov_len);
+		if (n) {
+			hbone_conn_out_done(b->c, hbone_conn_out_len(b->c));
+			moved = 1;
+		}
+	} while (moved);
+}
+
+static int bench(struct tls_identity *id, const char *expect, size_t mbytes, int hs)
+{
+	static uint8_t wbuf[1 << 16];
+	struct peer *cp = calloc(1, sizeof(*cp)), *sp = calloc(1, sizeof(*sp));
+	size_t total = mbytes << 20, tx = 0;
+	double c0, c1;
+	int32_t sid;
+	int i;
+
+	sink = 1;
+	is_client = 1;
+	no_hash = 1;
+	memset(wbuf, 0x5a, sizeof(wbuf));
+	c0 = cpu();
+	for (i = 0; i < hs; i++) {
+		hbone_conn_new(HBONE_CLIENT, id, expect, NULL, NULL, NULL, &cp->c);
+		hbone_conn_new(HBONE_SERVER, id, NULL, NULL, NULL, NULL, &sp->c);
+		shuttle(cp, sp);
+		if (!hbone_conn_established(cp->c) || !hbone_conn_established(sp->c))
+			return 1;
+		hbone_conn_free(cp->c);
+		hbone_conn_free(sp->c);
+	}
+	c1 = cpu();
+	if (hs)
+		printf("handshakes=%d cpu=%.3fs per_handshake_both_ends=%.0fus "
+		       "handshakes_per_cpu_second=%.0f\n",
+		       hs, c1 - c0, (c1 - c0) / hs * 1e6, hs / (c1 - c0));
+	{
+		/* Resident memory of idle established connections (both ends). */
+		enum { N = 200 };
+		static struct peer cs[N], ss[N];
+		long pages0, pages1, x;
+		FILE *f = fopen("/proc/self/statm", "r");
+		if (!f || fscanf(f, "%ld %ld", &x, &pages0) != 2)
+			return 1;
+		fclose(f);
+		for (i = 0; i < N; i++) {
+			hbone_conn_new(HBONE_CLIENT, id, expect, NULL, NULL, NULL, &cs[i].c);
+			hbone_conn_new(HBONE_SERVER, id, NULL, NULL, NULL, NULL, &ss[i].c);
+			shuttle(&cs[i], &ss[i]);
+		}
+		f = fopen("/proc/self/statm", "r");
+		if (!f || fscanf(f, "%ld %ld", &x, &pages1) != 2)
+			return 1;
+		fclose(f);
+		printf("idle_conn_rss_per_end=%ldKiB\n", (pages1 - pages0) * 4 / (2 * N));
+		for (i = 0; i < N; i++) {
+			hbone_conn_free(cs[i].c);
+			hbone_conn_free(ss[i].c);
+		}
+	}
+	if (!total)
+		return 0;
+	cp->fd = sp->fd = -1;
+	hbone_conn_new(HBONE_CLIENT, id, expect, NULL, &cbs, cp, &cp->c);
+	hbone_conn_new(HBONE_SERVER, id, NULL, NULL, &cbs, sp, &sp->c);
+	shuttle(cp, sp);
+	hbone_stream_open(cp->c, "10.0.0.2:80", NULL, 0, NULL, &sid);
+	tun_get(cp, sid, 1);
+	shuttle(cp, sp);
+	c0 = cpu();
+	while (tx < total) {
+		ssize_t w = hbone_stream_write(cp->c, sid, wbuf, sizeof(wbuf));
+		if (w > 0)
+			tx += (size_t)w;
+		else
+			shuttle(cp, sp);
+	}
+	shuttle(cp, sp);
+	c1 = cpu();
+	printf("bulk=%zuMiB cpu=%.3fs engine_MBps_per_core_both_ends=%.0f\n", mbytes, c1 - c0,
+	       (double)total / (c1 - c0) / 1e6);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct tls_identity *id;
@@ -459,6 +582,10 @@ int main(int argc, char **argv)
 		sink = getenv("HBONE_PEER_SINK") != NULL;
 		return client(atoi(argv[2]), id, argv[6], argv[7], strtoull(argv[8], NULL, 0),
 		              argc > 9 ? atoi(argv[9]) : 1);
+	}
+	if (argc >= 8 && strcmp(argv[1], "bench") == 0) {
+		id = load(argv + 2);
+		return bench(id, argv[5], strtoull(argv[6], NULL, 0), atoi(argv[7]));
 	}
 	fprintf(stderr, "usage: hbone-peer server PORT CHAIN KEY ROOT [sink]\n"
 	                "       hbone-peer client PORT CHAIN KEY ROOT EXPECT_ID AUTHORITY BYTES "
