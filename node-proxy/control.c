@@ -51,12 +51,15 @@ struct control {
 
 	unsigned char *in;  /* CTL_MAX_MSG: one request */
 	unsigned char *out; /* CTL_MAX_MSG: one ack */
+
+	_Atomic uint64_t st_requests[6], st_errors, st_open, st_accepted, st_refused, st_evicted;
+
+	/* Last: clang folds CMSG_SPACE only as a GNU extension (a variably
+	 * sized member), which must end the struct. */
 	union {
 		char buf[CMSG_SPACE(sizeof(int) * CTL_MAX_FDS)];
 		struct cmsghdr align;
 	} cmsg;
-
-	_Atomic uint64_t st_requests[6], st_errors, st_open, st_accepted, st_refused, st_evicted;
 };
 
 #define bump(c, f) atomic_fetch_add_explicit(&(c)->f, 1, memory_order_relaxed)

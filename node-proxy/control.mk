@@ -30,5 +30,7 @@ $(O)/tests/test_control: $(call objs,tests/unit/test_control.c node-proxy/contro
 	$(CC) $(LDFLAGS) $^ -o $@ $(CONTROL_LDLIBS) -lcmocka
 
 FUZZERS += ctlproto
-FUZZ_SRCS_ctlproto := tests/fuzz/fuzz_ctlproto.c node-proxy/ctlproto.c
+# fuzz_ctlproto.c includes control.c itself (to reach its static handler).
+FUZZ_SRCS_ctlproto := tests/fuzz/fuzz_ctlproto.c node-proxy/ctlproto.c node-proxy/registry.c \
+                      node-proxy/log.c
 FUZZ_LIBS_ctlproto := -ljansson
