@@ -3,11 +3,15 @@
 `topo`: a fresh Topology per test, always torn down (also when the test
 fails); `bins`: pathlib.Path of the built programs (env AMBIT_BIN, default
 <repo>/build/bin).  Namespaces need root: without it the session fails with
-a clear message instead of skipping tests silently.
+a clear message instead of skipping tests silently.  A hung test fails after
+AMBIT_TEST_TIMEOUT seconds (default 600; @pytest.mark.timeout(N) per test)
+instead of hanging `make test`.
 """
 
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -18,6 +22,65 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import topology  # noqa: E402
+
+
+DEFAULT_TIMEOUT = float(os.environ.get("AMBIT_TEST_TIMEOUT", "600"))
+
+
+TestTimeout = topology.TestTimeout
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "timeout(seconds): fail the test if its setup or call takes longer"
+    )
+
+
+def _timeout_of(item):
+    m = item.get_closest_marker("timeout")
+    if m and m.args:
+        return float(m.args[0])
+    return DEFAULT_TIMEOUT
+
+
+def _with_alarm(item, what):
+    """Context for one phase: SIGALRM after the item's timeout raises
+    TestTimeout in the main thread (where pytest runs the test), which
+    interrupts blocking waits; subprocess.run then kills its child."""
+    secs = _timeout_of(item)
+    if secs <= 0 or threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_alarm(signum, frame):
+        raise TestTimeout(f"{what} of {item.nodeid} exceeded {secs:g}s (AMBIT_TEST_TIMEOUT / mark.timeout)")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, secs)
+    return old
+
+
+def _clear_alarm(old):
+    if old is not None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    old = _with_alarm(item, "setup")
+    try:
+        yield
+    finally:
+        _clear_alarm(old)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    old = _with_alarm(item, "call")
+    try:
+        yield
+    finally:
+        _clear_alarm(old)
 
 
 def pytest_sessionstart(session):

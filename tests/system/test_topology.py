@@ -453,3 +453,15 @@ def test_bad_names_rejected(topo):
         topo.add_node("n1")
     with pytest.raises(ValueError):
         topo.add_pod(n1, "x" * 40)
+
+
+@pytest.mark.timeout(3)
+def test_hung_test_is_stopped_by_timeout_marker(topo):
+    """The harness's own per-test timeout: a command that would hang is
+    interrupted and its process killed."""
+    n1 = topo.add_node("n1")
+    t0 = time.monotonic()
+    with pytest.raises(topology.TestTimeout):
+        n1.run(["sleep", "30"], timeout=60)
+    assert time.monotonic() - t0 < 5
+    assert topology._netns_pids(n1.netns) == []

@@ -94,6 +94,13 @@ class CNIProtocolError(CNIError):
     code is None."""
 
 
+class TestTimeout(Exception):
+    """Raised (by conftest's SIGALRM handler) inside a test or its setup that
+    ran out of time."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+
 class CommandError(subprocess.CalledProcessError):
     """CalledProcessError whose message includes the output, so a failing
     pod.run() says why in the pytest report."""
