@@ -695,9 +695,17 @@ static int listen_on(const char *path)
 
 	memcpy(sa.sun_path, path, strlen(path) + 1);
 	if (lstat(path, &st) == 0) {
-		/* A stale socket from a previous run; never remove anything else. */
+		/* A stale socket from a previous run is replaced; a live one
+		 * (another node-proxy answers) or any other file is left alone. */
 		if (!S_ISSOCK(st.st_mode))
 			return -EEXIST;
+		fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+		close(fd);
+		if (r == 0)
+			return -EADDRINUSE;
 		if (unlink(path) < 0)
 			return -errno;
 	}

@@ -33,7 +33,9 @@ struct ctl_ops {
 };
 
 /* Start serving @path (removed and re-created; parent dir created 0700).
- * @reg records successful ADD/DEL/SNAPSHOT changes.  Returns 0 or -errno. */
+ * @reg records successful ADD/DEL/SNAPSHOT changes.  Returns 0 or -errno:
+ * -EEXIST if @path is not a socket, -EADDRINUSE if another server answers
+ * on it. */
 int control_start(const char *path, const struct ctl_ops *ops, struct registry *reg,
                   struct control **out);
 /* Stop the thread, close and unlink the socket, free @c.  NULL is a no-op. */

@@ -798,9 +798,12 @@ static void start_errors(void **state)
 	assert_int_equal(control_start(longp, &ops, reg, &c), -ENAMETOOLONG);
 	ops.add = NULL;
 	assert_int_equal(control_start(path, &ops, reg, &c), -EINVAL);
-	/* a stale socket from an earlier run is replaced */
+	/* a live server is not displaced; a stale socket is replaced */
 	ops.add = fake_add;
 	assert_int_equal(control_start(path, &ops, reg, &c), 0);
+	struct control *c2 = NULL;
+	assert_int_equal(control_start(path, &ops, reg, &c2), -EADDRINUSE);
+	assert_null(c2);
 	control_stop(c);
 	fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
