@@ -29,6 +29,15 @@ FUZZ_LIBS_hbone_authority := $(WOLFSSL_CFLAGS) $(HBONE_LDLIBS)
 FUZZ_SRCS_hbone_server := tests/fuzz/fuzz_hbone_server.c $(HBONE_SRCS)
 FUZZ_LIBS_hbone_server := $(WOLFSSL_CFLAGS) $(HBONE_LDLIBS)
 
+# The same engine with certs/ SVIDs issued in memory (certs/module.mk is
+# included after this file, hence the literal library path).
+CFLAGS_tests_unit_test_hbone_svid := $(WOLFSSL_CFLAGS)
+UNIT_TESTS += $(O)/tests/test_hbone_svid
+$(O)/tests/test_hbone_svid: $(call objs,tests/unit/test_hbone_svid.c) $(HBONE_LIB) \
+		$(O)/lib/libambit-certs.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(HBONE_LDLIBS) -lcmocka
+
 # Test-only HBONE endpoint over real sockets (interop and loopback numbers);
 # lives beside the unit tests, not in bin/.  Not run by tests/run-all.sh as
 # a unit test: only test_* are.
