@@ -524,7 +524,10 @@ _swept = False
 
 def _teardown_all():
     for t in list(_live):
-        _quiet(t.teardown)
+        # A forked child (multiprocessing, os.fork in a test) inherits _live
+        # and atexit: only the process that built a topology tears it down.
+        if t.owner_pid == os.getpid():
+            _quiet(t.teardown)
 
 
 def _on_sigterm(signum, frame):
@@ -634,6 +637,7 @@ class Topology:
         self.links = []
         self.errors = []  # teardown problems (for the fixture to report)
         self._torn_down = False
+        self.owner_pid = os.getpid()
         self._lock = threading.RLock()
         _live.append(self)
         _install_handlers()
