@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cni-plugin/cniconf.h"
+#include "cni-plugin/plugin.h"
 
 #define CONF_MAX (1u << 20)
 
@@ -308,6 +309,8 @@ static json_t *make_entry(const json_t *extra, const char *version, char *err, s
 	text = json_dumps(probe, JSON_COMPACT);
 	json_decref(probe);
 	r = text ? cni_conf_parse(text, strlen(text), CNI_CMD_DEL, c, &e) : -1;
+	if (r == 0)
+		r = cni_plugin_validate(c, &e);
 	if (!text)
 		snprintf(e.msg, sizeof(e.msg), "out of memory");
 	cni_conf_free(c);

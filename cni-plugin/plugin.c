@@ -65,6 +65,20 @@ static void redirect_opts_for(const struct cni_conf *c, struct redirect_opts *o)
 	memcpy(o->exclude_in_ports, c->redirect.exclude_in_ports, sizeof(o->exclude_in_ports));
 }
 
+int cni_plugin_validate(const struct cni_conf *c, struct cni_error *e)
+{
+	struct redirect_opts ro;
+	char err[512] = "";
+
+	redirect_opts_for(c, &ro);
+	if (redirect_opts_validate(&ro, err, sizeof(err))) {
+		cni_fail(e, CNI_ERR_CONFIG, "invalid \"redirect\" settings");
+		cni_details(e, "%s", err);
+		return -1;
+	}
+	return 0;
+}
+
 /* The chained result: prevResult as it came, with the request's version. */
 static json_t *pass_through(const struct cni_conf *c, struct cni_error *e)
 {
@@ -131,7 +145,7 @@ static int cmd_add(const struct cni_env *env, const struct cni_conf *c, json_t *
 	unsigned n_ips, dropped;
 	const char *why;
 	char err[512];
-	double t0 = now_ms();
+	double t0 = now_ms(), t_state, t_rules, t_ack;
 	int fd = -1, host, installed = 0, recorded = 0, r, ret = -1;
 
 	if (cni_args_parse(env->args, &a, e))
@@ -139,12 +153,9 @@ static int cmd_add(const struct cni_env *env, const struct cni_conf *c, json_t *
 	if (!c->prev_result)
 		return cni_fail(e, CNI_ERR_CONFIG,
 		                "no prevResult: ambit-cni must be chained after the main plugin");
-	redirect_opts_for(c, &ro);
-	if (redirect_opts_validate(&ro, err, sizeof(err))) {
-		cni_fail(e, CNI_ERR_CONFIG, "invalid \"redirect\" settings");
-		cni_details(e, "%s", err);
+	if (cni_plugin_validate(c, e))
 		return -1;
-	}
+	redirect_opts_for(c, &ro);
 	if (!cni_enroll_decision(c, &a, &why)) {
 		cnilog(CNILOG_INFO, "not enrolled: %s (namespace %s, pod %s)", why,
 		       a.pod_ns[0] ? a.pod_ns : "default", a.pod_name);
@@ -191,8 +202,10 @@ static int cmd_add(const struct cni_env *env, const struct cni_conf *c, json_t *
 	}
 	recorded = 1;
 
+	t_state = now_ms();
 	err[0] = '\0';
 	r = redirect_install(env->netns, &ro, err, sizeof(err));
+	t_rules = now_ms();
 	/* Even a failed install may have left part behind: always undo. */
 	installed = 1;
 	if (r) {
@@ -212,8 +225,12 @@ static int cmd_add(const struct cni_env *env, const struct cni_conf *c, json_t *
 	}
 	installed = 0;
 	recorded = 0;
-	cnilog(CNILOG_INFO, "enrolled uid=%s ns=%s name=%s sa=%s ips=%u in %.1f ms (%s)", w->uid,
-	       w->ns, w->name, w->sa, w->n_ips, now_ms() - t0, why);
+	t_ack = now_ms();
+	cnilog(CNILOG_INFO,
+	       "enrolled uid=%s ns=%s name=%s sa=%s ips=%u in %.1f ms "
+	       "(record %.1f, rules %.1f, node-proxy ack %.1f) (%s)",
+	       w->uid, w->ns, w->name, w->sa, w->n_ips, t_ack - t0, t_state - t0, t_rules - t_state,
+	       t_ack - t_rules, why);
 pass:
 	*out = pass_through(c, e);
 	ret = *out ? 0 : -1;

@@ -22,4 +22,9 @@
 int cni_plugin_run(const struct cni_env *env, const struct cni_conf *c, json_t **out,
                    struct cni_error *e);
 
+/* Checks that need the redirector: the "redirect" excludes as a whole
+ * (duplicates, IPv6 prefixes...).  Returns 0 or -1 with code 7 in @e.
+ * Used by ADD and by the installer before it writes a config. */
+int cni_plugin_validate(const struct cni_conf *c, struct cni_error *e);
+
 #endif

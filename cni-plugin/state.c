@@ -113,7 +113,10 @@ int state_put(struct state_dir *sd, const struct cni_state *s)
 		r = errno ? -errno : -EIO;
 		goto out_unlink;
 	}
-	if (fsync(fd) < 0 || renameat(sd->dirfd, tmp, sd->dirfd, name) < 0) {
+	/* No fsync: rename is atomic against crashes of this process, and
+	 * after a power loss no pod (nor its netns) survives to need the
+	 * record.  stateDir is on tmpfs (/run) by default anyway. */
+	if (renameat(sd->dirfd, tmp, sd->dirfd, name) < 0) {
 		r = -errno;
 		goto out_unlink;
 	}
