@@ -487,6 +487,45 @@ static void test_backpressure_window(void **state)
 	side_free(srv);
 }
 
+/* Bytes delivered but never consumed on a stream that then closes must not
+ * shrink the connection window for good: the engine gives them back. */
+static void test_conn_window_reclaimed(void **state)
+{
+	struct hbone_config cfg;
+	struct side *cli, *srv;
+	static uint8_t buf[1 << 16];
+	int32_t sid;
+	int i;
+
+	(void)state;
+	hbone_config_default(&cfg);
+	cfg.stream_window = 65536;
+	cfg.conn_window = 131072;
+	pair(&cfg, &cfg, &cli, &srv);
+	srv->consume = 0;
+	for (i = 0; i < 5; i++) {
+		size_t tx = 0;
+		ssize_t r;
+		assert_int_equal(hbone_stream_open(cli->c, "10.0.0.2:80", NULL, 0, NULL, &sid), 0);
+		run_pipe(cli, srv);
+		while ((r = hbone_stream_write(cli->c, sid, buf, sizeof(buf))) > 0 || tx < 65536) {
+			assert_true(r >= 0);
+			tx += (size_t)r;
+			run_pipe(cli, srv);
+			if (r == 0)
+				break;
+		}
+		/* Every stream gets its full window although none was read. */
+		assert_int_equal(tx, 65536);
+		assert_int_equal(srv->s[sid].rx, 65536);
+		assert_int_equal(hbone_stream_reset(srv->c, sid, HBONE_H2_CANCEL), 0);
+		run_pipe(cli, srv);
+		assert_int_equal(cli->s[sid].closed, 1);
+	}
+	side_free(cli);
+	side_free(srv);
+}
+
 static void test_backpressure_ring(void **state)
 {
 	struct side *cli, *srv;
@@ -900,6 +939,7 @@ int main(void)
 		cmocka_unit_test(test_many_streams),
 		cmocka_unit_test(test_stream_cap),
 		cmocka_unit_test(test_backpressure_window),
+		cmocka_unit_test(test_conn_window_reclaimed),
 		cmocka_unit_test(test_backpressure_ring),
 		cmocka_unit_test(test_reset),
 		cmocka_unit_test(test_goaway),
