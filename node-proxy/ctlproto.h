@@ -67,7 +67,8 @@ int ctl_encode(uint16_t type, uint32_t seq, const json_t *body, void *buf, size_
  * ack, and returns 0
  * when the ack's error string is empty, -EREMOTEIO with that string copied
  * into @err otherwise, or -errno on transport failure.  *reply (if not
- * NULL) receives the ack body, owned by the caller. */
+ * NULL) receives the ack body, owned by the caller, whenever an ack
+ * arrived (also an error ack); else it is set to NULL. */
 int ctl_client_connect(const char *path);
 int ctl_client_call(int fd, uint16_t type, json_t *body, const int *fds, size_t nfds,
 		    int timeout_ms, json_t **reply, char *err, size_t errlen);

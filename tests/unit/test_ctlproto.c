@@ -13,6 +13,12 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "node-proxy/ctlproto.h"
 
@@ -392,12 +398,162 @@ static void workload_bad(void **state)
 	assert_int_equal(w.n_labels, WL_MAX_LABELS);
 }
 
+/* --- client against a scripted peer ---------------------------------------- */
+
+enum script { S_SILENT, S_STALE_THEN_ERROR, S_WRONG_TYPE, S_CLOSE, S_HUGE, S_WITH_FD, S_OK };
+
+struct peer {
+	int fd;
+	enum script what;
+};
+
+static void send_ack(int fd, uint16_t type, uint32_t seq, const char *error, int attach_fd)
+{
+	static unsigned char out[CTL_MAX_MSG];
+	json_t *b = json_pack("{s:s}", "error", error);
+	int n = ctl_encode(type, seq, b, out, sizeof(out));
+	union {
+		char b[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr a;
+	} cm;
+	struct iovec iov = { .iov_base = out, .iov_len = (size_t)n };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (attach_fd >= 0) {
+		struct cmsghdr *c;
+
+		memset(&cm, 0, sizeof(cm));
+		m.msg_control = cm.b;
+		m.msg_controllen = sizeof(cm.b);
+		c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &attach_fd, sizeof(int));
+	}
+	sendmsg(fd, &m, MSG_NOSIGNAL);
+	json_decref(b);
+}
+
+static void *peer_main(void *arg)
+{
+	static unsigned char in[CTL_MAX_MSG];
+	struct peer *p = arg;
+	struct ctl_hdr h;
+	json_t *body = NULL;
+	char e[128];
+	ssize_t n = recv(p->fd, in, sizeof(in), 0);
+
+	if (n < 0 || ctl_parse(in, (size_t)n, &h, &body, e, sizeof(e)))
+		return NULL;
+	json_decref(body);
+	switch (p->what) {
+	case S_SILENT:
+		break;
+	case S_STALE_THEN_ERROR:
+		send_ack(p->fd, h.type | CTL_ACK, h.seq - 1, "stale", -1);
+		send_ack(p->fd, h.type | CTL_ACK, h.seq, "boom", -1);
+		break;
+	case S_WRONG_TYPE:
+		send_ack(p->fd, CTL_DEL | CTL_ACK, h.seq, "", -1);
+		break;
+	case S_CLOSE:
+		shutdown(p->fd, SHUT_RDWR);
+		break;
+	case S_HUGE: {
+		static unsigned char big[CTL_MAX_MSG + 100];
+
+		memset(big, ' ', sizeof(big));
+		send(p->fd, big, sizeof(big), MSG_NOSIGNAL);
+		break;
+	}
+	case S_WITH_FD: {
+		int pf[2];
+
+		if (pipe(pf) == 0) {
+			send_ack(p->fd, h.type | CTL_ACK, h.seq, "", pf[0]);
+			close(pf[0]);
+			close(pf[1]);
+		}
+		break;
+	}
+	case S_OK:
+		send_ack(p->fd, h.type | CTL_ACK, h.seq, "", -1);
+		break;
+	}
+	return NULL;
+}
+
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int n = 0;
+
+	while (d && (de = readdir(d)))
+		n += de->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static int scripted(enum script what, int timeout_ms, json_t **reply)
+{
+	struct peer p = { .what = what };
+	pthread_t th;
+	int sv[2], r;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+	p.fd = sv[1];
+	assert_int_equal(pthread_create(&th, NULL, peer_main, &p), 0);
+	err[0] = 0;
+	r = ctl_client_call(sv[0], CTL_STATUS, NULL, NULL, 0, timeout_ms, reply, err, sizeof(err));
+	pthread_join(th, NULL);
+	close(sv[0]);
+	close(sv[1]);
+	return r;
+}
+
+static void client_transport(void **state)
+{
+	json_t *reply = NULL;
+	int before = count_fds();
+
+	(void)state;
+	assert_int_equal(scripted(S_OK, 2000, &reply), 0);
+	assert_non_null(reply);
+	json_decref(reply);
+	assert_int_equal(scripted(S_SILENT, 50, NULL), -ETIMEDOUT);
+	assert_non_null(strstr(err, "no ack"));
+	/* an ack for an earlier, timed-out request is skipped */
+	assert_int_equal(scripted(S_STALE_THEN_ERROR, 2000, &reply), -EREMOTEIO);
+	assert_string_equal(err, "boom");
+	/* the error ack's body is handed over too */
+	assert_string_equal(json_string_value(json_object_get(reply, "error")), "boom");
+	json_decref(reply);
+	assert_int_equal(scripted(S_WRONG_TYPE, 2000, NULL), -EPROTO);
+	assert_int_equal(scripted(S_CLOSE, 2000, NULL), -ECONNRESET);
+	assert_int_equal(scripted(S_HUGE, 2000, NULL), -EPROTO);
+	assert_non_null(strstr(err, "truncated"));
+	/* a peer that sends fds back does not make the client leak them */
+	assert_int_equal(scripted(S_WITH_FD, 2000, NULL), 0);
+	assert_int_equal(count_fds(), before);
+	/* no server at all */
+	assert_true(ctl_client_connect("/nonexistent/ambit.sock") == -ENOENT);
+	int ready = 1;
+	assert_int_equal(ctl_status("/nonexistent/ambit.sock", 100, &ready, err, sizeof(err)),
+	                 -ENOENT);
+	assert_int_equal(ready, 0);
+	assert_non_null(strstr(err, "connect"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(workload_roundtrip), cmocka_unit_test(datagram_roundtrip),
 		cmocka_unit_test(encode_too_big),     cmocka_unit_test(bad_datagrams),
 		cmocka_unit_test(workload_defaults),  cmocka_unit_test(workload_bad),
+		cmocka_unit_test(client_transport),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
