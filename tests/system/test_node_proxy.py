@@ -571,3 +571,18 @@ def test_pool_exhaustion_and_hbone_placeholder(topo, bins):
     assert r.returncode != 0
     assert proxy.stats()["hbone_refused"] > s0["hbone_refused"]
     proxy.stop_clean()
+
+
+def test_restart_drops_pod_whose_netns_vanished(mesh, topo, bins):
+    n1, a, b, proxy = mesh
+    c = topo.add_pod(n1, "c")
+    enrol(topo, bins, n1, c, proxy)
+    assert len(proxy.json("/workloads")) == 3
+    proxy.proc.send_signal(signal.SIGKILL)
+    proxy.proc.wait(timeout=5)
+    topo.del_pod(c)  # its netns is gone while node-proxy is down
+    proxy.start()
+    assert sorted(w["name"] for w in proxy.json("/workloads")) == ["a", "b"]
+    http_server(b, 8080)
+    assert a.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/"]).stdout == "b\n"
+    assert "uid-c" in topo.log(proxy.proc)
