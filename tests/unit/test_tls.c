@@ -333,8 +333,11 @@ static struct side *server_side(void)
 	return srv;
 }
 
-static void raw_expect(int tls12, const char *leaf, const char *alpn, enum tls_fail why)
+/* @alert: the TLS alert the raw client must have received, -1: any. */
+static void raw_expect(int tls12, const char *leaf, const char *alpn, enum tls_fail why, int alert)
 {
+	WOLFSSL_ALERT_HISTORY h;
+
 	struct side *srv = server_side();
 	struct raw *r = raw_client(tls12, leaf, alpn);
 
@@ -342,6 +345,10 @@ static void raw_expect(int tls12, const char *leaf, const char *alpn, enum tls_f
 	assert_int_equal(srv->hs, 1);
 	assert_string_equal(tls_fail_str(srv->why), tls_fail_str(why));
 	assert_false(hbone_conn_established(srv->c));
+	if (alert >= 0) {
+		assert_int_equal(wolfSSL_get_alert_history(r->ssl, &h), WOLFSSL_SUCCESS);
+		assert_int_equal(h.last_rx.code, alert);
+	}
 	raw_free(r);
 	side_free(srv);
 }
@@ -349,20 +356,20 @@ static void raw_expect(int tls12, const char *leaf, const char *alpn, enum tls_f
 static void test_no_client_cert(void **state)
 {
 	(void)state;
-	raw_expect(0, NULL, "h2", TLS_FAIL_NO_PEER_CERT);
+	raw_expect(0, NULL, "h2", TLS_FAIL_NO_PEER_CERT, -1);
 }
 
 static void test_tls12_client(void **state)
 {
 	(void)state;
-	raw_expect(1, "client", "h2", TLS_FAIL_PROTOCOL_VERSION);
+	raw_expect(1, "client", "h2", TLS_FAIL_PROTOCOL_VERSION, -1);
 }
 
 static void test_alpn(void **state)
 {
 	(void)state;
-	raw_expect(0, "client", "http/1.1", TLS_FAIL_ALPN);
-	raw_expect(0, "client", NULL, TLS_FAIL_ALPN);
+	raw_expect(0, "client", "http/1.1", TLS_FAIL_ALPN, 120 /* no_application_protocol */);
+	raw_expect(0, "client", NULL, TLS_FAIL_ALPN, -1);
 	/* Control: the same raw client with h2 is accepted. */
 	{
 		struct side *srv = server_side();
