@@ -198,6 +198,8 @@ static int del_family(struct nl_sock *sk, const struct redirect_opts *o, int fam
 
 	rc = rules ? rtnl_rule_alloc_cache(sk, fam, &cache)
 	           : rtnl_route_alloc_cache(sk, fam, 0, &cache);
+	if (rc == -NLE_AF_NOSUPPORT)
+		return 0; /* a kernel without that family has nothing to delete */
 	if (rc < 0) {
 		tb_printf(err, "listing %s %s: %s", fam_name(fam), rules ? "rules" : "routes",
 		          nl_geterror(rc));
@@ -321,6 +323,10 @@ static int check_family(struct nl_sock *sk, const struct redirect_opts *o, int f
 	rc = rtnl_rule_alloc_cache(sk, fam, &rules);
 	if (rc >= 0)
 		rc = rtnl_route_alloc_cache(sk, fam, 0, &routes);
+	if (rc == -NLE_AF_NOSUPPORT && !want) {
+		rc = 0; /* no such family in this kernel: nothing to find */
+		goto out;
+	}
 	if (rc < 0) {
 		tb_printf(err, "listing %s routing: %s", fn, nl_geterror(rc));
 		rc = nl_to_errno(rc);
