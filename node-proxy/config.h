@@ -17,6 +17,7 @@ struct np_config {
 	unsigned workers;    /* 0 = one per online CPU */
 	int log_level;       /* enum log_level */
 	int preserve_source; /* inbound: connect to the app from the client's address */
+	int cpu_affinity;    /* pin worker i to CPU i and steer flows by SO_INCOMING_CPU */
 	/* [ports] (in each pod netns, admin/readiness in the node netns) */
 	uint16_t port_outbound; /* 15001 */
 	uint16_t port_inbound;  /* 15006 */

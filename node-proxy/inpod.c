@@ -63,7 +63,8 @@ static uint16_t kind_port(const struct np_config *c, int kind)
 	                            : c->port_hbone;
 }
 
-static int open_one(const struct np_config *cfg, int family, uint16_t port, int *out)
+static int open_one(const struct np_config *cfg, int family, uint16_t port, unsigned worker,
+                    int *out)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -95,6 +96,13 @@ static int open_one(const struct np_config *cfg, int family, uint16_t port, int 
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
 	    setsockopt(fd, SOL_SOCKET, SO_MARK, &cfg->proxy_mark, sizeof(cfg->proxy_mark)))
 		goto err;
+	/* With workers pinned one per CPU, prefer the copy of the worker on
+	 * the CPU that handled the SYN: both hops of a pod-to-pod flow then
+	 * stay on one worker and one CPU (reuseport honours this since 6.0). */
+	if (cfg->cpu_affinity) {
+		int cpu = (int)worker;
+		setsockopt(fd, SOL_SOCKET, SO_INCOMING_CPU, &cpu, sizeof(cpu));
+	}
 	if (bind(fd, (struct sockaddr *)&ss, len) || listen(fd, (int)cfg->backlog))
 		goto err;
 	*out = fd;
@@ -125,7 +133,7 @@ static int open_listeners(struct inpod *ip, struct pod *p, char *err, size_t err
 			int family = f ? AF_INET6 : AF_INET;
 			for (unsigned wi = 0; wi < ip->n_workers; wi++) {
 				int fd = -1;
-				rc = open_one(&ip->cfg, family, port, &fd);
+				rc = open_one(&ip->cfg, family, port, wi, &fd);
 				if (rc) {
 					snprintf(err, errlen,
 					         "listen on %s port %u in pod netns: %s",

@@ -61,7 +61,8 @@ static void usage(FILE *f)
 	        "  --admin-port P         127.0.0.1 admin HTTP port (15000)\n"
 	        "  --readiness-port P     0.0.0.0 readiness port (15021)\n"
 	        "  --max-connections N    per worker connection pool\n"
-	        "  --preserve-source B    inbound: connect to the app from the client address\n");
+	        "  --preserve-source B    inbound: connect to the app from the client address\n"
+	        "  --cpu-affinity B       pin worker i to CPU i, keep a flow's hops on one CPU\n");
 }
 
 static int d_add(void *arg, const struct workload *w, int netns_fd, char *err, size_t errlen)
@@ -144,6 +145,7 @@ enum {
 	OPT_READY,
 	OPT_MAXCONN,
 	OPT_PRESERVE,
+	OPT_AFFINITY,
 };
 
 static const struct option long_opts[] = {
@@ -159,6 +161,7 @@ static const struct option long_opts[] = {
 	{ "readiness-port", required_argument, NULL, OPT_READY },
 	{ "max-connections", required_argument, NULL, OPT_MAXCONN },
 	{ "preserve-source", required_argument, NULL, OPT_PRESERVE },
+	{ "cpu-affinity", required_argument, NULL, OPT_AFFINITY },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -172,7 +175,7 @@ static const struct {
 	{ OPT_CONNECT, "timeouts", "connect" },       { OPT_IDLE, "timeouts", "idle" },
 	{ OPT_DRAIN, "timeouts", "drain" },           { OPT_ADMIN, "ports", "admin" },
 	{ OPT_READY, "ports", "readiness" },          { OPT_MAXCONN, "pool", "connections" },
-	{ OPT_PRESERVE, "proxy", "preserve_source" },
+	{ OPT_PRESERVE, "proxy", "preserve_source" }, { OPT_AFFINITY, "proxy", "cpu_affinity" },
 };
 
 /* Configuration: the file first, then every flag over it.  Exit status 2

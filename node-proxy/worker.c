@@ -450,6 +450,12 @@ static void *worker_main(void *arg)
 	struct start_sync *ss = start_sync_of(w);
 	int rc;
 
+	if (w->cfg.cpu_affinity) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(w->id % CPU_SETSIZE, &set);
+		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
 	/* The ring is created on this thread: SINGLE_ISSUER binds it here. */
 	rc = ring_init(w);
 	pthread_mutex_lock(&ss->mu);

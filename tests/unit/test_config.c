@@ -62,6 +62,7 @@ static void test_good_file(void **state)
 	(void)state;
 	assert_int_equal(load("; comment\n"
 	                      "[proxy]\nworkers = 3\nlog_level = debug\npreserve_source = true\n"
+	                      "cpu_affinity = yes\n"
 	                      "[ports]\noutbound = 16001\ninbound=16006\nhbone = 16008\n"
 	                      "admin = 16000\nreadiness = 16021\n"
 	                      "[buffers]\nsize = 65536\ncount = 512\nqueue_high = 8\n"
@@ -75,6 +76,7 @@ static void test_good_file(void **state)
 	assert_int_equal(c.workers, 3);
 	assert_int_equal(c.log_level, LOG_LVL_DEBUG);
 	assert_int_equal(c.preserve_source, 1);
+	assert_int_equal(c.cpu_affinity, 1);
 	assert_int_equal(c.port_outbound, 16001);
 	assert_int_equal(c.port_inbound, 16006);
 	assert_int_equal(c.port_hbone, 16008);
