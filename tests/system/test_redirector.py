@@ -290,6 +290,9 @@ def test_ipv6_capture_and_no_ipv6(topo, bins, pods):
     assert out.startswith(f"orig=[{a6}]:8080 local={a6}:15006"), out
     r = routing(a)
     assert r.count("fwmark 0x111/0xfff lookup 100") == 2, r
+    # an excluded IPv6 destination is reached directly
+    ok(redirect(bins, "install", "--netns", a.path, "--exclude-cidr", "fd00:a5::b"))
+    assert "Directory listing" in curl(a, f"http://[{b6}]:8080/")
     # IPv4 only: IPv6 passes untouched, the IPv6 routing objects go away
     ok(redirect(bins, "install", "--netns", a.path, "--no-ipv6"))
     assert "Directory listing" in curl(a, f"http://[{b6}]:8080/")
