@@ -580,12 +580,16 @@ int main(int argc, char **argv)
 		id = load(argv + 3);
 		is_client = 1;
 		sink = getenv("HBONE_PEER_SINK") != NULL;
-		return client(atoi(argv[2]), id, argv[6], argv[7], strtoull(argv[8], NULL, 0),
-		              argc > 9 ? atoi(argv[9]) : 1);
+		int rc = client(atoi(argv[2]), id, argv[6], argv[7], strtoull(argv[8], NULL, 0),
+		                argc > 9 ? atoi(argv[9]) : 1);
+		tls_identity_unref(id);
+		return rc;
 	}
 	if (argc >= 8 && strcmp(argv[1], "bench") == 0) {
 		id = load(argv + 2);
-		return bench(id, argv[5], strtoull(argv[6], NULL, 0), atoi(argv[7]));
+		int rc = bench(id, argv[5], strtoull(argv[6], NULL, 0), atoi(argv[7]));
+		tls_identity_unref(id);
+		return rc;
 	}
 	fprintf(stderr, "usage: hbone-peer server PORT CHAIN KEY ROOT [sink]\n"
 	                "       hbone-peer client PORT CHAIN KEY ROOT EXPECT_ID AUTHORITY BYTES "
