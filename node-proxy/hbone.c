@@ -79,6 +79,41 @@ struct hbone_conn {
 	uint8_t rbuf[TLS_RECORD_MAX];
 };
 
+static struct hbone_stats stats;
+
+#define STAT_INC(field) __atomic_add_fetch(&stats.field, 1, __ATOMIC_RELAXED)
+
+void hbone_stats_get(struct hbone_stats *out)
+{
+	const uint64_t *src = (const uint64_t *)&stats;
+	uint64_t *dst = (uint64_t *)out;
+	size_t i;
+
+	for (i = 0; i < sizeof(stats) / sizeof(uint64_t); i++)
+		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+}
+
+static void stat_status(enum hbone_role role, int status)
+{
+	switch (status) {
+	case 200:
+		STAT_INC(responses[role][0]);
+		break;
+	case 400:
+		STAT_INC(responses[role][1]);
+		break;
+	case 401:
+		STAT_INC(responses[role][2]);
+		break;
+	case 503:
+		STAT_INC(responses[role][3]);
+		break;
+	default:
+		STAT_INC(responses_other[role]);
+		break;
+	}
+}
+
 void hbone_config_default(struct hbone_config *cfg)
 {
 	cfg->max_concurrent_streams = 100;
@@ -388,6 +423,7 @@ static int ng_header(nghttp2_session *ng, const nghttp2_frame *f, nghttp2_rcbuf 
 	 * is reset; the rest of the block is skipped by nghttp2. */
 	if (c->h_n >= c->cfg.max_headers || c->h_bytes + sz > c->cfg.max_header_bytes) {
 		hdrs_reset(c);
+		STAT_INC(header_limit_resets);
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	}
 	nghttp2_rcbuf_incref(name);
@@ -408,6 +444,7 @@ static int submit_response(struct hbone_conn *c, struct hstream *s, int status)
 
 	snprintf(st, sizeof(st), "%03d", status);
 	s->responded = true;
+	stat_status(HBONE_SERVER, status);
 	if (status == 200) {
 		s->tunnel = true;
 		rv = nghttp2_submit_response(c->ng, s->sid, &nv, 1, &prd);
@@ -433,7 +470,10 @@ static void server_request(struct hbone_conn *c, struct hstream *s)
 		    (struct hbone_nv){ (const char *)n.base, n.len, (const char *)v.base, v.len };
 	}
 	status = hbone_validate_request(nv, c->h_n, &req);
+	if (status)
+		STAT_INC(bad_requests);
 	if (status == 0) {
+		STAT_INC(streams_opened[HBONE_SERVER]);
 		req.peer_id = tls_conn_peer_id(c->tls);
 		status = c->cb.on_stream_request ? c->cb.on_stream_request(c, c->arg, s->sid, &req)
 		                                 : 503;
@@ -460,6 +500,7 @@ static void client_response(struct hbone_conn *c, struct hstream *s)
 	hdrs_reset(c);
 	if (status >= 100 && status < 200)
 		return; /* interim; the final response follows */
+	stat_status(HBONE_CLIENT, status);
 	if (c->cb.on_stream_response)
 		c->cb.on_stream_response(c, c->arg, s->sid, s->user, status);
 	if (status >= 200 && status < 300) {
@@ -492,7 +533,12 @@ static int ng_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 		else
 			hdrs_reset(c); /* trailers: ignored */
 		break;
+	case NGHTTP2_RST_STREAM:
+		if (f->rst_stream.error_code != NGHTTP2_NO_ERROR)
+			STAT_INC(resets_received);
+		break;
 	case NGHTTP2_GOAWAY:
+		STAT_INC(goaways_received);
 		if (c->cb.on_goaway)
 			c->cb.on_goaway(c, c->arg, f->goaway.last_stream_id, f->goaway.error_code);
 		break;
@@ -530,6 +576,10 @@ static int ng_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 	struct hbone_conn *c = ud;
 	struct hstream *s;
 
+	if (f->hd.type == NGHTTP2_RST_STREAM && f->rst_stream.error_code != NGHTTP2_NO_ERROR)
+		STAT_INC(resets_sent);
+	if (f->hd.type == NGHTTP2_GOAWAY)
+		STAT_INC(goaways_sent);
 	(void)c;
 	if (f->hd.type != NGHTTP2_HEADERS || f->hd.stream_id <= 0)
 		return 0;
@@ -581,6 +631,10 @@ static void report_handshake(struct hbone_conn *c, enum tls_fail why)
 	if (c->hs_reported)
 		return;
 	c->hs_reported = true;
+	if (why == TLS_FAIL_NONE)
+		STAT_INC(handshakes[c->role]);
+	else if ((unsigned)why < TLS_FAIL__COUNT)
+		STAT_INC(handshake_fail[c->role][why]);
 	if (c->cb.on_handshake)
 		c->cb.on_handshake(c, c->arg, why);
 }
@@ -799,6 +853,17 @@ int hbone_conn_goaway(struct hbone_conn *c, uint32_t h2_error)
 	return pump(c);
 }
 
+int hbone_conn_close(struct hbone_conn *c)
+{
+	if (c->failed)
+		return -EPROTO;
+	if (nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR))
+		return -EIO;
+	if (pump(c) < 0)
+		return -EPROTO;
+	return tls_conn_shutdown(c->tls);
+}
+
 static bool token_char(char ch)
 {
 	return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' ||
@@ -871,6 +936,7 @@ int hbone_stream_open(struct hbone_conn *c, const char *authority, const struct 
 	}
 	s->sid = id;
 	*sid = id;
+	STAT_INC(streams_opened[HBONE_CLIENT]);
 	return pump(c) < 0 ? -EPROTO : 0;
 }
 

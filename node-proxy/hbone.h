@@ -155,6 +155,26 @@ int hbone_conn_can_open(const struct hbone_conn *c);
  * open streams finish, new ones are refused.  0 or -errno. */
 int hbone_conn_goaway(struct hbone_conn *c, uint32_t h2_error);
 
+/* Close now: GOAWAY(NO_ERROR) cutting all streams (on_stream_closed for
+ * each follows at free) and TLS close_notify; flush pending_out, then
+ * close the socket and free.  For drain deadlines and shutdown. */
+int hbone_conn_close(struct hbone_conn *c);
+
+/* Process-wide counters, always on (relaxed atomics), for the metrics
+ * exporter.  Indexed by role where it matters. */
+struct hbone_stats {
+	uint64_t handshakes[2];                      /* [role] succeeded */
+	uint64_t handshake_fail[2][TLS_FAIL__COUNT]; /* [role][reason] */
+	uint64_t streams_opened[2];                  /* client: opened; server: accepted CONNECTs */
+	uint64_t responses[2][4];                    /* [role][200, 400, 401, 503] sent/received */
+	uint64_t responses_other[2];                 /* any other status */
+	uint64_t bad_requests;                       /* server: 400 by validation */
+	uint64_t header_limit_resets;                /* server+client: header block too big */
+	uint64_t resets_sent, resets_received;       /* RST_STREAM with an error code */
+	uint64_t goaways_sent, goaways_received;
+};
+void hbone_stats_get(struct hbone_stats *out);
+
 /* Client: open a CONNECT stream to @authority ("ip:port" / "[v6]:port")
  * with optional extra headers (forwarded, baggage, traceparent...).  Works
  * before the handshake completes (queued).  Returns 0 with *@sid, -EINVAL

@@ -692,6 +692,57 @@ static void test_rotation(void **state)
 	tls_identity_slot_free(slot);
 }
 
+static void test_stats_and_close(void **state)
+{
+	struct hbone_stats a, b;
+	struct side *cli, *srv;
+	int32_t s1, s2, s3;
+
+	(void)state;
+	hbone_stats_get(&a);
+	pair(NULL, NULL, &cli, &srv);
+	assert_int_equal(hbone_stream_open(cli->c, "10.0.0.2:80", NULL, 0, NULL, &s1), 0);
+	run_pipe(cli, srv);
+	srv->decide = 401;
+	assert_int_equal(hbone_stream_open(cli->c, "10.0.0.2:80", NULL, 0, NULL, &s2), 0);
+	run_pipe(cli, srv);
+	srv->decide = 200;
+	assert_int_equal(hbone_stream_open(cli->c, "10.0.0.2:80", NULL, 0, NULL, &s3), 0);
+	run_pipe(cli, srv);
+	assert_int_equal(hbone_stream_reset(cli->c, s3, HBONE_H2_CANCEL), 0);
+	run_pipe(cli, srv);
+	/* Hard close from the client: GOAWAY + close_notify; the server sees
+	 * the GOAWAY, then the clean TLS end. */
+	assert_int_equal(hbone_conn_close(cli->c), 0);
+	run_pipe(cli, srv);
+	assert_int_equal(srv->goaway, 1);
+	assert_int_equal(rb, -EPIPE);
+	assert_true(hbone_conn_done(srv->c));
+	hbone_stats_get(&b);
+	assert_true(b.handshakes[HBONE_CLIENT] >= a.handshakes[HBONE_CLIENT] + 1);
+	assert_true(b.handshakes[HBONE_SERVER] >= a.handshakes[HBONE_SERVER] + 1);
+	assert_true(b.streams_opened[HBONE_CLIENT] >= a.streams_opened[HBONE_CLIENT] + 3);
+	assert_true(b.streams_opened[HBONE_SERVER] >= a.streams_opened[HBONE_SERVER] + 3);
+	assert_true(b.responses[HBONE_SERVER][0] >= a.responses[HBONE_SERVER][0] + 2);
+	assert_true(b.responses[HBONE_CLIENT][2] >= a.responses[HBONE_CLIENT][2] + 1);
+	assert_true(b.resets_sent >= a.resets_sent + 1);
+	assert_true(b.resets_received >= a.resets_received + 1);
+	assert_true(b.goaways_sent >= a.goaways_sent + 1);
+	assert_true(b.goaways_received >= a.goaways_received + 1);
+	side_free(cli);
+	side_free(srv);
+
+	/* A refused handshake is counted under its reason. */
+	hbone_stats_get(&a);
+	srv = side_new(HBONE_SERVER, srv_id, NULL, NULL);
+	assert_int_equal(hbone_conn_feed(srv->c, (const uint8_t *)"GET / HTTP/1.1\r\n\r\n", 18),
+	                 -EPROTO);
+	hbone_stats_get(&b);
+	assert_true(b.handshake_fail[HBONE_SERVER][TLS_FAIL_NOT_TLS] >=
+	            a.handshake_fail[HBONE_SERVER][TLS_FAIL_NOT_TLS] + 1);
+	side_free(srv);
+}
+
 /* ---- a hand-driven nghttp2 client over a bare tls_conn -------------------- */
 
 struct rawh2 {
@@ -945,6 +996,7 @@ int main(void)
 		cmocka_unit_test(test_goaway),
 		cmocka_unit_test(test_free_with_open_streams),
 		cmocka_unit_test(test_rotation),
+		cmocka_unit_test(test_stats_and_close),
 		cmocka_unit_test(test_server_rejects),
 		cmocka_unit_test(test_server_garbage_h2),
 	};
