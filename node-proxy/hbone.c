@@ -74,10 +74,17 @@ struct hbone_conn {
 	uint32_t h_n, h_bytes;
 	nghttp2_rcbuf **h_name, **h_value;
 
+	/* Record-sized scratch: the staging buffer lives only inside pump()
+	 * and the decrypt buffer only inside hbone_conn_feed(), so both are
+	 * borrowed from the thread; a conn gets its own copy only when a
+	 * callback of another conn re-enters the engine while they are held. */
 	size_t stage_len;
-	uint8_t stage[TLS_RECORD_MAX];
-	uint8_t rbuf[TLS_RECORD_MAX];
+	uint8_t *stage, *own_stage, *own_rbuf;
+	bool stage_tl;
 };
+
+static __thread uint8_t tl_stage[TLS_RECORD_MAX], tl_rbuf[TLS_RECORD_MAX];
+static __thread bool tl_stage_busy, tl_rbuf_busy;
 
 static struct hbone_stats stats;
 
@@ -329,7 +336,7 @@ static ssize_t ng_send(nghttp2_session *ng, const uint8_t *data, size_t len, int
 			return NGHTTP2_ERR_CALLBACK_FAILURE;
 		return (ssize_t)len;
 	}
-	if (c->stage_len + len > sizeof(c->stage) && stage_flush(c) < 0)
+	if (c->stage_len + len > TLS_RECORD_MAX && stage_flush(c) < 0)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	memcpy(c->stage + c->stage_len, data, len);
 	c->stage_len += len;
@@ -666,10 +673,25 @@ static int pump(struct hbone_conn *c)
 		}
 		report_handshake(c, TLS_FAIL_NONE);
 	}
+	if (!tl_stage_busy) {
+		tl_stage_busy = c->stage_tl = true;
+		c->stage = tl_stage;
+	} else {
+		if (!c->own_stage && !(c->own_stage = malloc(TLS_RECORD_MAX))) {
+			fail(c);
+			return -EPROTO;
+		}
+		c->stage = c->own_stage;
+	}
 	c->in_ng++;
 	rv = nghttp2_session_send(c->ng);
 	c->in_ng--;
-	if (stage_flush(c) < 0 || rv != 0) {
+	if (stage_flush(c) < 0)
+		rv = -1;
+	if (c->stage_tl)
+		tl_stage_busy = c->stage_tl = false;
+	c->stage = NULL;
+	if (rv != 0) {
 		fail(c);
 		return -EPROTO;
 	}
@@ -720,22 +742,34 @@ static void fire_writable(struct hbone_conn *c)
 
 int hbone_conn_feed(struct hbone_conn *c, const uint8_t *buf, size_t len)
 {
+	bool tl = false;
+	uint8_t *rbuf;
 	ssize_t n;
-	int rv;
+	int rv, ret = 0;
 
 	if (c->failed)
 		return -EPROTO;
 	if (c->peer_closed)
 		return -EPIPE;
+	if (!tl_rbuf_busy) {
+		tl_rbuf_busy = tl = true;
+		rbuf = tl_rbuf;
+	} else if (c->own_rbuf || (c->own_rbuf = malloc(TLS_RECORD_MAX))) {
+		rbuf = c->own_rbuf;
+	} else {
+		return -ENOMEM;
+	}
 	tls_conn_input(c->tls, buf, len);
 	for (;;) {
 		if (!tls_conn_established(c->tls)) {
-			if (pump(c) < 0)
-				return -EPROTO;
+			if (pump(c) < 0) {
+				ret = -EPROTO;
+				goto out;
+			}
 			if (!tls_conn_established(c->tls))
 				break;
 		}
-		n = tls_conn_read(c->tls, c->rbuf, sizeof(c->rbuf));
+		n = tls_conn_read(c->tls, rbuf, TLS_RECORD_MAX);
 		if (n == -EAGAIN)
 			break;
 		if (n == 0) {
@@ -744,26 +778,37 @@ int hbone_conn_feed(struct hbone_conn *c, const uint8_t *buf, size_t len)
 		}
 		if (n < 0) {
 			fail(c);
-			return -EPROTO;
+			ret = -EPROTO;
+			goto out;
 		}
 		c->in_ng++;
-		rv = (int)nghttp2_session_mem_recv(c->ng, c->rbuf, (size_t)n);
+		rv = (int)nghttp2_session_mem_recv(c->ng, rbuf, (size_t)n);
 		c->in_ng--;
 		if (rv < 0) {
 			/* Bad preface, flood, callback failure: say GOAWAY and stop. */
 			nghttp2_session_terminate_session(c->ng, NGHTTP2_PROTOCOL_ERROR);
 			pump(c);
 			c->failed = true;
-			return -EPROTO;
+			ret = -EPROTO;
+			goto out;
 		}
 	}
 	tls_conn_input(c->tls, NULL, 0);
-	if (pump(c) < 0)
-		return -EPROTO;
+	if (tl) {
+		tl_rbuf_busy = false;
+		tl = false;
+	}
+	if (pump(c) < 0) {
+		ret = -EPROTO;
+		goto out;
+	}
 	fire_writable(c);
 	if (c->peer_closed)
-		return -EPIPE;
-	return 0;
+		ret = -EPIPE;
+out:
+	if (tl)
+		tl_rbuf_busy = false;
+	return ret;
 }
 
 int hbone_conn_feed_eof(struct hbone_conn *c)
@@ -1214,5 +1259,7 @@ void hbone_conn_free(struct hbone_conn *c)
 	tls_conn_free(c->tls);
 	free(c->h_name);
 	free(c->h_value);
+	free(c->own_stage);
+	free(c->own_rbuf);
 	free(c);
 }

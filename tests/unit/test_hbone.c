@@ -692,6 +692,63 @@ static void test_rotation(void **state)
 	tls_identity_slot_free(slot);
 }
 
+/* Two engines chained in one thread, as a node proxy relaying between an
+ * inbound and an outbound tunnel would: callbacks of one connection write
+ * into the other, both while the first is decrypting (feed) and while it
+ * is encrypting (a stream closing inside its send path). */
+static int32_t relay_sid;
+
+static void relay_data(struct side *s, int32_t sid, const uint8_t *d, size_t n)
+{
+	struct side *out = s->hook_arg;
+	(void)sid;
+	assert_int_equal(hbone_stream_write(out->c, relay_sid, d, n), (ssize_t)n);
+}
+
+static void relay_closed(struct side *s, int32_t sid)
+{
+	struct side *out = s->hook_arg;
+	(void)sid;
+	assert_int_equal(hbone_stream_write(out->c, relay_sid, (const uint8_t *)"bye", 3), 3);
+	assert_int_equal(hbone_stream_shutdown(out->c, relay_sid), 0);
+}
+
+static void test_relay_between_engines(void **state)
+{
+	struct side *c1, *s1, *c2, *s2;
+	int32_t a;
+
+	(void)state;
+	pair(NULL, NULL, &c1, &s1);
+	pair(NULL, NULL, &c2, &s2);
+	assert_int_equal(hbone_stream_open(c2->c, "10.0.0.3:80", NULL, 0, NULL, &relay_sid), 0);
+	run_pipe(c2, s2);
+	assert_int_equal(c2->s[relay_sid].status, 200);
+	s1->data_hook = relay_data;
+	s1->closed_hook = relay_closed;
+	s1->hook_arg = c2;
+	assert_int_equal(hbone_stream_open(c1->c, "10.0.0.2:80", NULL, 0, NULL, &a), 0);
+	run_pipe(c1, s1);
+	assert_int_equal(hbone_stream_write(c1->c, a, (const uint8_t *)"hello relay", 11), 11);
+	run_pipe(c1, s1); /* s1's on_stream_data writes into c2 */
+	run_pipe(c2, s2);
+	assert_int_equal(s2->s[relay_sid].rx, 11);
+	/* s1 closes its stream from its own send path: the close callback
+	 * writes into c2 while s1 holds the thread's staging buffer. */
+	assert_int_equal(hbone_stream_shutdown(c1->c, a), 0);
+	run_pipe(c1, s1);
+	assert_int_equal(hbone_stream_shutdown(s1->c, a), 0);
+	run_pipe(c1, s1);
+	assert_int_equal(s1->s[a].closed, 1);
+	run_pipe(c2, s2);
+	assert_int_equal(s2->s[relay_sid].rx, 14);
+	assert_int_equal(s2->s[relay_sid].eof, 1);
+	side_free(c1);
+	side_free(s1);
+	side_free(c2);
+	side_free(s2);
+}
+
 static void test_stats_and_close(void **state)
 {
 	struct hbone_stats a, b;
@@ -997,6 +1054,7 @@ int main(void)
 		cmocka_unit_test(test_free_with_open_streams),
 		cmocka_unit_test(test_rotation),
 		cmocka_unit_test(test_stats_and_close),
+		cmocka_unit_test(test_relay_between_engines),
 		cmocka_unit_test(test_server_rejects),
 		cmocka_unit_test(test_server_garbage_h2),
 	};

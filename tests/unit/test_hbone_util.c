@@ -177,6 +177,10 @@ struct side {
 	int goaway;
 	int32_t goaway_last;
 	int closed_total;
+	/* Optional: run inside the data / closed callbacks (relay tests). */
+	void (*data_hook)(struct side *s, int32_t sid, const uint8_t *d, size_t n);
+	void (*closed_hook)(struct side *s, int32_t sid);
+	void *hook_arg;
 	struct srec s[MAXSID];
 };
 
@@ -240,6 +244,8 @@ static void ev_data(struct hbone_conn *c, void *arg, int32_t sid, void *su, cons
 		hbone_stream_consume(c, sid, n);
 	else
 		e->unconsumed += n;
+	if (s->data_hook)
+		s->data_hook(s, sid, d, n);
 }
 
 static void ev_eof(struct hbone_conn *c, void *arg, int32_t sid, void *su)
@@ -266,6 +272,8 @@ static void ev_closed(struct hbone_conn *c, void *arg, int32_t sid, void *su, ui
 	s->s[sid % MAXSID].closed++;
 	s->s[sid % MAXSID].err = err;
 	s->closed_total++;
+	if (s->closed_hook)
+		s->closed_hook(s, sid);
 }
 
 static void ev_goaway(struct hbone_conn *c, void *arg, int32_t last, uint32_t err)
