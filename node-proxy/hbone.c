@@ -1103,6 +1103,211 @@ int hbone_stream_set_user(struct hbone_conn *c, int32_t sid, void *su)
 	return 0;
 }
 
+/* ---- client pool ---------------------------------------------------------- */
+
+#define POOL_BUCKETS 256
+
+struct pool_ent {
+	struct pool_ent *next; /* bucket chain */
+	const struct tls_identity *src;
+	char *dst_id;
+	struct sockaddr_storage dst;
+	socklen_t dst_len;
+	uint32_t hash;
+	struct hbone_conn *c;
+	void *user;
+	uint64_t idle_since; /* ms of the first expire() that saw it idle; 0 busy */
+};
+
+struct hbone_pool {
+	uint32_t max_streams;
+	uint32_t n;
+	struct pool_ent *b[POOL_BUCKETS];
+};
+
+static uint32_t fnv1a(uint32_t h, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+
+	while (n--) {
+		h ^= *b++;
+		h *= 16777619u;
+	}
+	return h;
+}
+
+static uint32_t pool_hash(const struct tls_identity *src, const char *dst_id,
+                          const struct sockaddr *dst, socklen_t len)
+{
+	uint32_t h = fnv1a(2166136261u, &src, sizeof(src));
+
+	h = fnv1a(h, dst_id, strlen(dst_id));
+	return fnv1a(h, dst, len);
+}
+
+int hbone_pool_new(uint32_t max_streams, struct hbone_pool **out)
+{
+	struct hbone_pool *p;
+
+	*out = NULL;
+	if (max_streams == 0)
+		return -EINVAL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->max_streams = max_streams;
+	*out = p;
+	return 0;
+}
+
+void hbone_pool_free(struct hbone_pool *p)
+{
+	struct pool_ent *e;
+	size_t i;
+
+	if (!p)
+		return;
+	for (i = 0; i < POOL_BUCKETS; i++)
+		while ((e = p->b[i]) != NULL) {
+			p->b[i] = e->next;
+			free(e->dst_id);
+			free(e);
+		}
+	free(p);
+}
+
+static bool key_eq(const struct pool_ent *e, const struct tls_identity *src, const char *dst_id,
+                   const struct sockaddr *dst, socklen_t len)
+{
+	return e->src == src && e->dst_len == len && memcmp(&e->dst, dst, len) == 0 &&
+	       strcmp(e->dst_id, dst_id) == 0;
+}
+
+struct hbone_conn *hbone_pool_pick(struct hbone_pool *p, const struct tls_identity *src,
+                                   const char *dst_id, const struct sockaddr *dst, socklen_t len,
+                                   void **user)
+{
+	uint32_t h = pool_hash(src, dst_id, dst, len);
+	struct pool_ent *e;
+
+	if (len > sizeof(struct sockaddr_storage))
+		return NULL;
+	/* First fit: fewer TLS connections, fuller ones. */
+	for (e = p->b[h % POOL_BUCKETS]; e; e = e->next) {
+		if (e->hash != h || !key_eq(e, src, dst_id, dst, len))
+			continue;
+		if (hbone_conn_streams(e->c) >= p->max_streams || !hbone_conn_can_open(e->c))
+			continue;
+		e->idle_since = 0;
+		if (user)
+			*user = e->user;
+		return e->c;
+	}
+	return NULL;
+}
+
+int hbone_pool_add(struct hbone_pool *p, const struct tls_identity *src, const char *dst_id,
+                   const struct sockaddr *dst, socklen_t len, struct hbone_conn *c, void *user)
+{
+	struct pool_ent *e;
+	uint32_t h;
+	size_t i;
+
+	if (!src || !dst_id || !dst || !c || len == 0 || len > sizeof(struct sockaddr_storage))
+		return -EINVAL;
+	for (i = 0; i < POOL_BUCKETS; i++)
+		for (e = p->b[i]; e; e = e->next)
+			if (e->c == c)
+				return -EEXIST;
+	e = calloc(1, sizeof(*e));
+	if (!e || !(e->dst_id = strdup(dst_id))) {
+		free(e);
+		return -ENOMEM;
+	}
+	h = pool_hash(src, dst_id, dst, len);
+	e->src = src;
+	memcpy(&e->dst, dst, len);
+	e->dst_len = len;
+	e->hash = h;
+	e->c = c;
+	e->user = user;
+	e->next = p->b[h % POOL_BUCKETS];
+	p->b[h % POOL_BUCKETS] = e;
+	p->n++;
+	return 0;
+}
+
+int hbone_pool_remove(struct hbone_pool *p, struct hbone_conn *c)
+{
+	struct pool_ent **pp, *e;
+	size_t i;
+
+	for (i = 0; i < POOL_BUCKETS; i++)
+		for (pp = &p->b[i]; (e = *pp) != NULL; pp = &e->next)
+			if (e->c == c) {
+				*pp = e->next;
+				free(e->dst_id);
+				free(e);
+				p->n--;
+				return 0;
+			}
+	return -ENOENT;
+}
+
+size_t hbone_pool_expire(struct hbone_pool *p, uint64_t now_ms, uint64_t idle_ms,
+                         void (*cb)(void *arg, struct hbone_conn *c, void *user), void *arg)
+{
+	struct pool_ent **pp, *e;
+	size_t i, gone = 0;
+	bool drop;
+
+	for (i = 0; i < POOL_BUCKETS; i++) {
+		pp = &p->b[i];
+		while ((e = *pp) != NULL) {
+			drop = false;
+			if (e->c->failed || e->c->peer_closed ||
+			    (hbone_conn_streams(e->c) == 0 && !hbone_conn_can_open(e->c))) {
+				drop = true; /* dead, or drained by a GOAWAY */
+			} else if (hbone_conn_streams(e->c) > 0) {
+				e->idle_since = 0;
+			} else if (e->idle_since == 0) {
+				e->idle_since = now_ms ? now_ms : 1;
+			} else if (now_ms - e->idle_since >= idle_ms) {
+				drop = true;
+			}
+			if (!drop) {
+				pp = &e->next;
+				continue;
+			}
+			*pp = e->next;
+			p->n--;
+			gone++;
+			if (cb)
+				cb(arg, e->c, e->user);
+			free(e->dst_id);
+			free(e);
+		}
+	}
+	return gone;
+}
+
+uint32_t hbone_pool_conns(const struct hbone_pool *p)
+{
+	return p->n;
+}
+
+uint32_t hbone_pool_streams(const struct hbone_pool *p)
+{
+	const struct pool_ent *e;
+	uint32_t n = 0;
+	size_t i;
+
+	for (i = 0; i < POOL_BUCKETS; i++)
+		for (e = p->b[i]; e; e = e->next)
+			n += hbone_conn_streams(e->c);
+	return n;
+}
+
 /* ---- lifetime ----------------------------------------------------------- */
 
 static int session_new(struct hbone_conn *c)

@@ -214,6 +214,39 @@ struct hbone_nv {
 };
 int hbone_validate_request(const struct hbone_nv *nv, size_t n, struct hbone_request *req);
 
+/*
+ * Client connection pool (one per worker thread, not thread safe): HBONE
+ * connections keyed by (source identity, destination SPIFFE ID, destination
+ * address), as brief §3 asks.  Sans I/O like the rest: the data plane asks
+ * for a connection with room for one more stream, dials and adds one when
+ * there is none, removes connections it closes, and expires idle ones from
+ * its timer.  The pool holds pointers only; it never frees a connection.
+ */
+struct hbone_pool;
+/* @max_streams: streams per connection before another one is dialled
+ * (also bounded by the peer's MAX_CONCURRENT_STREAMS). */
+int hbone_pool_new(uint32_t max_streams, struct hbone_pool **out);
+/* Free the pool (not the connections). */
+void hbone_pool_free(struct hbone_pool *p);
+/* A pooled connection for the key that can open one more stream now, or
+ * NULL.  *@user (if given) gets the pointer stored with it. */
+struct hbone_conn *hbone_pool_pick(struct hbone_pool *p, const struct tls_identity *src,
+                                   const char *dst_id, const struct sockaddr *dst, socklen_t len,
+                                   void **user);
+/* Add @c under the key (copied).  0, -EEXIST, -ENOMEM, -EINVAL. */
+int hbone_pool_add(struct hbone_pool *p, const struct tls_identity *src, const char *dst_id,
+                   const struct sockaddr *dst, socklen_t len, struct hbone_conn *c, void *user);
+/* Forget @c.  0 or -ENOENT. */
+int hbone_pool_remove(struct hbone_pool *p, struct hbone_conn *c);
+/* Remove every connection without streams for at least @idle_ms (as seen by
+ * successive calls) and every dead or drained one, calling @cb for each so
+ * the caller closes it.  Returns how many went. */
+size_t hbone_pool_expire(struct hbone_pool *p, uint64_t now_ms, uint64_t idle_ms,
+                         void (*cb)(void *arg, struct hbone_conn *c, void *user), void *arg);
+/* Pooled connections and the streams they carry (gauges). */
+uint32_t hbone_pool_conns(const struct hbone_pool *p);
+uint32_t hbone_pool_streams(const struct hbone_pool *p);
+
 #ifdef AMBIT_FUZZ
 /* Fuzzing: a server connection whose TLS layer is a pass-through. */
 int hbone_conn_new_cleartext_server(const struct hbone_config *cfg,

@@ -800,6 +800,106 @@ static void test_stats_and_close(void **state)
 	side_free(srv);
 }
 
+static int expired;
+static struct hbone_conn *expired_conn;
+
+static void on_expire(void *arg, struct hbone_conn *c, void *user)
+{
+	(void)arg;
+	assert_ptr_equal(user, (void *)0x1234);
+	expired++;
+	expired_conn = c;
+}
+
+static void test_pool(void **state)
+{
+	struct hbone_pool *pool;
+	struct side *ca, *sa, *cb, *sb;
+	struct sockaddr_in dst = { .sin_family = AF_INET, .sin_port = htons(15008) };
+	struct sockaddr_in other = dst;
+	int32_t a1, a2, b1;
+	void *user = NULL;
+
+	(void)state;
+	dst.sin_addr.s_addr = htonl(0x0a000002);
+	other.sin_addr.s_addr = htonl(0x0a000003);
+	assert_int_equal(hbone_pool_new(0, &pool), -EINVAL);
+	assert_int_equal(hbone_pool_new(2, &pool), 0);
+	pair(NULL, NULL, &ca, &sa);
+	pair(NULL, NULL, &cb, &sb);
+#define PICK(src, id, d) hbone_pool_pick(pool, src, id, (struct sockaddr *)(d), sizeof(*(d)), &user)
+	assert_null(PICK(cli_id, ID_SERVER, &dst));
+	assert_int_equal(hbone_pool_add(pool, cli_id, ID_SERVER, (struct sockaddr *)&dst,
+	                                sizeof(dst), ca->c, (void *)0x1234),
+	                 0);
+	assert_int_equal(hbone_pool_add(pool, cli_id, ID_SERVER, (struct sockaddr *)&dst,
+	                                sizeof(dst), ca->c, NULL),
+	                 -EEXIST);
+	assert_ptr_equal(PICK(cli_id, ID_SERVER, &dst), ca->c);
+	assert_ptr_equal(user, (void *)0x1234);
+	/* Any other key part: no match. */
+	assert_null(PICK(srv_id, ID_SERVER, &dst));
+	assert_null(PICK(cli_id, ID_OTHER, &dst));
+	assert_null(PICK(cli_id, ID_SERVER, &other));
+
+	/* The stream cap sends the next stream to another connection. */
+	assert_int_equal(hbone_stream_open(ca->c, "10.0.0.2:80", NULL, 0, NULL, &a1), 0);
+	assert_int_equal(hbone_stream_open(ca->c, "10.0.0.2:81", NULL, 0, NULL, &a2), 0);
+	assert_null(PICK(cli_id, ID_SERVER, &dst));
+	assert_int_equal(hbone_pool_add(pool, cli_id, ID_SERVER, (struct sockaddr *)&dst,
+	                                sizeof(dst), cb->c, (void *)0x1234),
+	                 0);
+	assert_ptr_equal(PICK(cli_id, ID_SERVER, &dst), cb->c);
+	assert_int_equal(hbone_stream_open(cb->c, "10.0.0.2:82", NULL, 0, NULL, &b1), 0);
+	assert_int_equal(hbone_pool_conns(pool), 2);
+	assert_int_equal(hbone_pool_streams(pool), 3);
+	run_pipe(ca, sa);
+	run_pipe(cb, sb);
+
+	/* Busy connections never expire. */
+	assert_int_equal(hbone_pool_expire(pool, 1000, 500, on_expire, NULL), 0);
+	assert_int_equal(hbone_pool_expire(pool, 100000, 500, on_expire, NULL), 0);
+	/* A becomes idle: it goes only after idle_ms of seeing it idle. */
+	assert_int_equal(hbone_stream_reset(ca->c, a1, HBONE_H2_CANCEL), 0);
+	assert_int_equal(hbone_stream_reset(ca->c, a2, HBONE_H2_CANCEL), 0);
+	run_pipe(ca, sa);
+	assert_int_equal(hbone_pool_streams(pool), 1);
+	assert_int_equal(hbone_pool_expire(pool, 200000, 500, on_expire, NULL), 0);
+	assert_int_equal(hbone_pool_expire(pool, 200499, 500, on_expire, NULL), 0);
+	assert_int_equal(hbone_pool_expire(pool, 200500, 500, on_expire, NULL), 1);
+	assert_int_equal(expired, 1);
+	assert_ptr_equal(expired_conn, ca->c);
+	assert_int_equal(hbone_pool_remove(pool, ca->c), -ENOENT);
+
+	/* B gets a GOAWAY: no new streams; once its stream ends it goes at
+	 * once, not after the idle time. */
+	assert_int_equal(hbone_conn_goaway(sb->c, HBONE_H2_NO_ERROR), 0);
+	run_pipe(cb, sb);
+	assert_null(PICK(cli_id, ID_SERVER, &dst));
+	assert_int_equal(hbone_pool_expire(pool, 300000, 500, on_expire, NULL), 0);
+	assert_int_equal(hbone_stream_reset(cb->c, b1, HBONE_H2_CANCEL), 0);
+	run_pipe(cb, sb);
+	assert_int_equal(hbone_pool_expire(pool, 300001, 500, on_expire, NULL), 1);
+	assert_ptr_equal(expired_conn, cb->c);
+	assert_int_equal(hbone_pool_conns(pool), 0);
+
+	/* remove() of a live entry. */
+	assert_int_equal(hbone_pool_add(pool, cli_id, ID_SERVER, (struct sockaddr *)&dst,
+	                                sizeof(dst), ca->c, NULL),
+	                 0);
+	assert_int_equal(hbone_pool_remove(pool, ca->c), 0);
+	assert_int_equal(hbone_pool_conns(pool), 0);
+	assert_int_equal(hbone_pool_add(pool, cli_id, ID_SERVER, (struct sockaddr *)&dst,
+	                                sizeof(dst), ca->c, NULL),
+	                 0);
+#undef PICK
+	hbone_pool_free(pool); /* frees the entry, not the connection */
+	side_free(ca);
+	side_free(sa);
+	side_free(cb);
+	side_free(sb);
+}
+
 /* ---- a hand-driven nghttp2 client over a bare tls_conn -------------------- */
 
 struct rawh2 {
@@ -1055,6 +1155,7 @@ int main(void)
 		cmocka_unit_test(test_rotation),
 		cmocka_unit_test(test_stats_and_close),
 		cmocka_unit_test(test_relay_between_engines),
+		cmocka_unit_test(test_pool),
 		cmocka_unit_test(test_server_rejects),
 		cmocka_unit_test(test_server_garbage_h2),
 	};
