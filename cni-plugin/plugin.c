@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/nsfs.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +99,57 @@ static json_t *pass_through(const struct cni_conf *c, struct cni_error *e)
 	return r;
 }
 
+/*
+ * The capture rules are installed (or removed) on a thread of their own
+ * while the main thread talks to node-proxy: the two are independent until
+ * both have finished, and ADD/DEL then take as long as the slower one
+ * instead of the sum.  The redirector switches only its calling thread's
+ * netns and serializes itself, so this is safe.
+ */
+struct rules_job {
+	pthread_t th;
+	int started;
+	int install;
+	const char *netns;
+	const struct redirect_opts *o;
+	int r;
+	double ms;
+	char err[512];
+};
+
+static void *rules_run(void *arg)
+{
+	struct rules_job *j = arg;
+	double t = now_ms();
+
+	j->err[0] = '\0';
+	j->r = j->install ? redirect_install(j->netns, j->o, j->err, sizeof(j->err))
+	                  : redirect_remove(j->netns, j->o, j->err, sizeof(j->err));
+	j->ms = now_ms() - t;
+	return NULL;
+}
+
+static void rules_start(struct rules_job *j, int install, const char *netns,
+                        const struct redirect_opts *o)
+{
+	memset(j, 0, sizeof(*j));
+	j->install = install;
+	j->netns = netns;
+	j->o = o;
+	if (pthread_create(&j->th, NULL, rules_run, j) == 0)
+		j->started = 1;
+	else
+		rules_run(j); /* no thread: do it inline, just slower */
+}
+
+static int rules_join(struct rules_job *j)
+{
+	if (j->started)
+		pthread_join(j->th, NULL);
+	j->started = 0;
+	return j->r;
+}
+
 static int uses_ipv6(const struct wl_ip *ips, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++)
@@ -145,8 +197,9 @@ static int cmd_add(const struct cni_env *env, const struct cni_conf *c, json_t *
 	unsigned n_ips, dropped;
 	const char *why;
 	char err[512];
-	double t0 = now_ms(), t_state, t_rules, t_ack;
-	int fd = -1, host, installed = 0, recorded = 0, r, ret = -1;
+	struct rules_job job;
+	double t0 = now_ms(), t_state, t_ack;
+	int fd = -1, host, installed = 0, recorded = 0, r, rr, ret = -1;
 
 	if (cni_args_parse(env->args, &a, e))
 		return -1;
@@ -203,19 +256,20 @@ static int cmd_add(const struct cni_env *env, const struct cni_conf *c, json_t *
 	recorded = 1;
 
 	t_state = now_ms();
+	rules_start(&job, 1, env->netns, &ro);
 	err[0] = '\0';
-	r = redirect_install(env->netns, &ro, err, sizeof(err));
-	t_rules = now_ms();
+	r = ctl_add(c->control_socket, w, fd, c->timeout_ms, err, sizeof(err));
+	t_ack = now_ms();
+	rr = rules_join(&job);
 	/* Even a failed install may have left part behind: always undo. */
 	installed = 1;
 	if (r) {
-		cni_fail(e, CNI_ERR_RULES, "cannot install the capture rules in the pod");
-		cni_details(e, "%s (%s)", err, strerror(-r));
-		goto out;
-	}
-	err[0] = '\0';
-	r = ctl_add(c->control_socket, w, fd, c->timeout_ms, err, sizeof(err));
-	if (r) {
+		char err2[256] = "";
+
+		/* A late ack may still register the pod: take it back. */
+		if (r == -ETIMEDOUT &&
+		    ctl_del(c->control_socket, w->uid, c->timeout_ms, err2, sizeof(err2)))
+			cnilog(CNILOG_ERR, "could not deregister uid %s: %s", w->uid, err2);
 		cni_fail(e, CNI_ERR_TRY_AGAIN, "node-proxy did not register the pod");
 		cni_details(e, "control socket %.108s: %s", c->control_socket,
 		            r == -EREMOTEIO ? err
@@ -223,14 +277,22 @@ static int cmd_add(const struct cni_env *env, const struct cni_conf *c, json_t *
 		                            : strerror(-r));
 		goto out;
 	}
+	if (rr) {
+		/* Registered but not captured: take the registration back. */
+		err[0] = '\0';
+		if (ctl_del(c->control_socket, w->uid, c->timeout_ms, err, sizeof(err)))
+			cnilog(CNILOG_ERR, "could not deregister uid %s: %s", w->uid, err);
+		cni_fail(e, CNI_ERR_RULES, "cannot install the capture rules in the pod");
+		cni_details(e, "%s (%s)", job.err, strerror(-rr));
+		goto out;
+	}
 	installed = 0;
 	recorded = 0;
-	t_ack = now_ms();
 	cnilog(CNILOG_INFO,
 	       "enrolled uid=%s ns=%s name=%s sa=%s ips=%u in %.1f ms "
 	       "(record %.1f, rules %.1f, node-proxy ack %.1f) (%s)",
-	       w->uid, w->ns, w->name, w->sa, w->n_ips, t_ack - t0, t_state - t0, t_rules - t_state,
-	       t_ack - t_rules, why);
+	       w->uid, w->ns, w->name, w->sa, w->n_ips, now_ms() - t0, t_state - t0, job.ms,
+	       t_ack - t_state, why);
 pass:
 	*out = pass_through(c, e);
 	ret = *out ? 0 : -1;
@@ -259,7 +321,10 @@ static int cmd_del(const struct cni_env *env, const struct cni_conf *c, struct c
 	struct cni_args a;
 	char uid[WL_UID_MAX];
 	char err[512];
-	int have_state = 0, r;
+	struct redirect_opts ro;
+	struct rules_job job;
+	double t0 = now_ms(), t_start, t_ctl;
+	int have_state = 0, removing = 0, r;
 
 	(void)e;
 	/* DEL must succeed whatever is left: a bad CNI_ARGS only loses the
@@ -278,6 +343,20 @@ static int cmd_del(const struct cni_env *env, const struct cni_conf *c, struct c
 	         : a.pod_uid[0] ? a.pod_uid
 	                        : env->container_id);
 
+	/* Rules only in a network namespace other than ours. */
+	if (env->netns[0]) {
+		int fd = open(env->netns, O_RDONLY | O_CLOEXEC);
+
+		if (fd >= 0) {
+			if (ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET && !is_host_netns(fd)) {
+				redirect_opts_for(c, &ro);
+				rules_start(&job, 0, env->netns, &ro);
+				removing = 1;
+			}
+			close(fd);
+		}
+	}
+	t_start = now_ms();
 	err[0] = '\0';
 	r = ctl_del(c->control_socket, uid, c->timeout_ms, err, sizeof(err));
 	if (r)
@@ -285,26 +364,9 @@ static int cmd_del(const struct cni_env *env, const struct cni_conf *c, struct c
 		 * (the netns is gone by then) or at the next GC. */
 		cnilog(CNILOG_WARN, "node-proxy did not deregister uid %s: %s", uid,
 		       err[0] ? err : strerror(-r));
-
-	if (env->netns[0]) {
-		int host = 0;
-		int fd = open(env->netns, O_RDONLY | O_CLOEXEC);
-
-		if (fd >= 0) {
-			/* Only a network namespace other than ours is touched. */
-			host = ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET || is_host_netns(fd);
-			close(fd);
-		}
-		if (fd >= 0 && !host) {
-			struct redirect_opts ro;
-
-			redirect_opts_for(c, &ro);
-			err[0] = '\0';
-			r = redirect_remove(env->netns, &ro, err, sizeof(err));
-			if (r)
-				cnilog(CNILOG_WARN, "could not remove the capture rules: %s", err);
-		}
-	}
+	t_ctl = now_ms();
+	if (removing && rules_join(&job))
+		cnilog(CNILOG_WARN, "could not remove the capture rules: %s", job.err);
 	if (sd.dirfd >= 0) {
 		r = state_drop(&sd, env->container_id, env->ifname);
 		if (r)
@@ -312,7 +374,8 @@ static int cmd_del(const struct cni_env *env, const struct cni_conf *c, struct c
 			       strerror(-r));
 	}
 	state_close(&sd);
-	cnilog(CNILOG_INFO, "deleted uid=%s", uid);
+	cnilog(CNILOG_INFO, "deleted uid=%s in %.1f ms (node-proxy %.1f, rules %.1f)", uid,
+	       now_ms() - t0, t_ctl - t_start, removing ? job.ms : 0.0);
 	return 0;
 }
 

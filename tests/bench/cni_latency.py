@@ -107,19 +107,25 @@ def main():
         print(summary("/bin/true", base) + f"  (load average {os.getloadavg()[0]:.1f}, "
               f"{os.cpu_count()} CPUs)")
         # the plugin's own view: "enrolled ... in X ms" from its log
-        own, parts = [], {"record": [], "rules": [], "node-proxy ack": []}
-        with open(conf["logFile"]) as f:
-            for line in f:
-                if " enrolled " not in line:
-                    continue
-                own.append(float(line.split(" in ")[1].split(" ms")[0]) / 1000)
-                for k in parts:
-                    parts[k].append(float(line.split(f"{k} ")[1].split(")")[0].split(",")[0])
-                                    / 1000)
-        if own:
-            print(summary("ADD in-process", own) + "  (netns open to node-proxy ack)")
-            for k, v in parts.items():
-                print("  " + summary(k, v))
+        # the plugin's own view, from its log lines:
+        #   enrolled ... in X ms (record a, rules b, node-proxy ack c)
+        #   deleted ... in X ms (node-proxy a, rules b)
+        for word, title, keys in ((" enrolled ", "ADD", ("record", "rules", "node-proxy ack")),
+                                  (" deleted ", "DEL", ("node-proxy", "rules"))):
+            own, parts = [], {k: [] for k in keys}
+            with open(conf["logFile"]) as f:
+                for line in f:
+                    if word not in line or " in " not in line:
+                        continue
+                    own.append(float(line.split(" in ")[1].split(" ms")[0]) / 1000)
+                    inner = line.split(" ms (")[1].split(")")[0]
+                    for item in inner.split(", "):
+                        k, v = item.rsplit(" ", 1)
+                        parts[k].append(float(v) / 1000)
+            if own:
+                print(summary(f"{title} in-process", own))
+                for k, v in parts.items():
+                    print("    " + summary(k, v))
         ok = pct(add, 99) <= 0.050 and pct(dele, 99) <= 0.020 and registered == args.pods
         print("targets ADD p99 <= 50 ms, DEL p99 <= 20 ms:", "met" if ok else "NOT met")
         return 0 if ok else 1

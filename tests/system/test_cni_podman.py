@@ -20,7 +20,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import tarfile
 import time
 
