@@ -32,10 +32,10 @@ struct admin {
 
 /* Same order as struct worker_stats. */
 static const char *const stat_names[] = {
-	"accepted",       "active",          "closed",           "bytes_down_up", "bytes_up_down",
-	"pool_exhausted", "connect_errors",  "connect_timeouts", "resets",        "idle_timeouts",
-	"drain_resets",   "orig_dst_errors", "socket_errors",    "hbone_refused", "nobufs",
-	"accept_errors",  "listeners",       "bufs_held",
+	"accepted",       "active",          "closed",           "bytes_down_up",   "bytes_up_down",
+	"pool_exhausted", "connect_errors",  "connect_timeouts", "resets",          "idle_timeouts",
+	"drain_resets",   "orig_dst_errors", "socket_errors",    "hbone_refused",   "nobufs",
+	"accept_errors",  "listeners",       "bufs_held",        "local_shortcuts",
 };
 _Static_assert(sizeof(stat_names) / sizeof(stat_names[0]) ==
                    sizeof(struct worker_stats) / sizeof(uint64_t),
@@ -120,14 +120,14 @@ static json_t *get_connections(struct admin *a)
 			addr_str(&ci[k].src, src, sizeof(src));
 			addr_str(&ci[k].dst, dst, sizeof(dst));
 			json_array_append_new(
-			    arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:i}",
-			                   "pod", ci[k].uid, "kind", kinds[ci[k].kind % 3], "state",
-			                   states[ci[k].state % 4], "src", src, "dst", dst,
-			                   "age_ms", (json_int_t)ci[k].age_ms, "idle_ms",
-			                   (json_int_t)ci[k].idle_ms, "bytes_down_up",
-			                   (json_int_t)ci[k].bytes_down_up, "bytes_up_down",
-			                   (json_int_t)ci[k].bytes_up_down, "worker",
-			                   (int)ci[k].worker));
+			    arr, json_pack(
+			             "{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:i}",
+			             "pod", ci[k].uid, "upstream_pod", ci[k].upstream_uid, "kind",
+			             kinds[ci[k].kind % 3], "state", states[ci[k].state % 4], "src",
+			             src, "dst", dst, "age_ms", (json_int_t)ci[k].age_ms, "idle_ms",
+			             (json_int_t)ci[k].idle_ms, "bytes_down_up",
+			             (json_int_t)ci[k].bytes_down_up, "bytes_up_down",
+			             (json_int_t)ci[k].bytes_up_down, "worker", (int)ci[k].worker));
 			total++;
 		}
 	}

@@ -18,6 +18,7 @@ void config_defaults(struct np_config *c)
 	c->log_level = LOG_LVL_INFO;
 	c->preserve_source = 0;
 	c->cpu_affinity = 0;
+	c->local_shortcut = 1;
 	c->port_outbound = 15001;
 	c->port_inbound = 15006;
 	c->port_hbone = 15008;
@@ -111,6 +112,7 @@ static const struct key keys[] = {
 	{ "proxy", "log_level", K_LEVEL, F(log_level), 0, 0 },
 	{ "proxy", "preserve_source", K_BOOL, F(preserve_source), 0, 0 },
 	{ "proxy", "cpu_affinity", K_BOOL, F(cpu_affinity), 0, 0 },
+	{ "proxy", "local_shortcut", K_BOOL, F(local_shortcut), 0, 0 },
 	{ "ports", "outbound", K_PORT, F(port_outbound), 1, 65535 },
 	{ "ports", "inbound", K_PORT, F(port_inbound), 1, 65535 },
 	{ "ports", "hbone", K_PORT, F(port_hbone), 1, 65535 },

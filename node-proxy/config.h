@@ -18,6 +18,7 @@ struct np_config {
 	int log_level;       /* enum log_level */
 	int preserve_source; /* inbound: connect to the app from the client's address */
 	int cpu_affinity;    /* pin worker i to CPU i and steer flows by SO_INCOMING_CPU */
+	int local_shortcut;  /* outbound to a pod on this node: one hop, not two */
 	/* [ports] (in each pod netns, admin/readiness in the node netns) */
 	uint16_t port_outbound; /* 15001 */
 	uint16_t port_inbound;  /* 15006 */

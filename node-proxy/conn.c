@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "node-proxy/inpod.h"
 #include "node-proxy/log.h"
 #include "node-proxy/pod.h"
 #include "node-proxy/worker-t.h"
@@ -194,6 +195,11 @@ static void conn_release(struct worker *w, struct conn *c)
 		__atomic_fetch_sub(&c->pod->conns, 1, __ATOMIC_RELAXED);
 		pod_put(c->pod);
 		c->pod = NULL;
+	}
+	if (c->upod) {
+		__atomic_fetch_sub(&c->upod->conns, 1, __ATOMIC_RELAXED);
+		pod_put(c->upod);
+		c->upod = NULL;
 	}
 	STAT_ADD(w, active, -1);
 	STAT_ADD(w, closed, 1);
@@ -453,6 +459,7 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 {
 	struct sockaddr_storage dst;
 	struct io_uring_sqe *sqe;
+	struct pod *upod = NULL;
 	socklen_t dlen;
 	struct conn *c;
 	int one = 1, ufd, rc;
@@ -477,8 +484,23 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 		close_rst(cfd);
 		return;
 	}
-	ufd = upstream_socket(w, pod, kind, family, cfd);
+	/* Same-node shortcut: an outbound connection to a pod enrolled here is
+	 * connected from inside that pod's netns, exactly as its own inbound
+	 * listener would, instead of crossing the bridge to be captured again
+	 * on 15006: one proxied connection and one TCP connection fewer.
+	 * (When policy lands, the destination's inbound authorization runs
+	 * here.) */
+	if (kind == LK_OUTBOUND && w->cfg.local_shortcut && w->inpod)
+		upod = inpod_lookup_addr(w->inpod, (struct sockaddr *)&dst);
+	if (upod && upod->id == pod->id) {
+		pod_put(upod); /* to itself: plain outbound */
+		upod = NULL;
+	}
+	ufd = upod ? upstream_socket(w, upod, LK_INBOUND, family, cfd)
+	           : upstream_socket(w, pod, kind, family, cfd);
 	if (ufd < 0) {
+		if (upod)
+			pod_put(upod);
 		log_warn("event=upstream_socket_failed pod=%s err=%s", pod->w.uid, strerror(-ufd));
 		STAT_ADD(w, socket_errors, 1);
 		conn_pool_put(&w->pool, c);
@@ -491,10 +513,16 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 	c->pod = pod;
 	pod_get(pod);
 	__atomic_fetch_add(&pod->conns, 1, __ATOMIC_RELAXED);
+	if (upod) {
+		c->upod = upod; /* the lookup's reference */
+		__atomic_fetch_add(&upod->conns, 1, __ATOMIC_RELAXED);
+		STAT_ADD(w, local_shortcuts, 1);
+	}
 	c->ep[0].fd = cfd;
 	c->ep[1].fd = ufd;
 	c->start_ms = c->last_ms = w->now_ms;
-	if (__atomic_load_n(&pod->deleted, __ATOMIC_RELAXED) || w->stopping)
+	if (__atomic_load_n(&pod->deleted, __ATOMIC_RELAXED) ||
+	    (upod && __atomic_load_n(&upod->deleted, __ATOMIC_RELAXED)) || w->stopping)
 		c->drain_deadline_ms = w->now_ms + w->cfg.drain_ms;
 	c->state = CS_CONNECTING;
 

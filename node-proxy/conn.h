@@ -106,7 +106,8 @@ struct conn {
 	uint32_t idx;
 	struct endpoint ep[2];
 	struct dir dir[2];
-	struct pod *pod;         /* holds a reference */
+	struct pod *pod;         /* the pod it was accepted in; holds a reference */
+	struct pod *upod;        /* local destination pod when short-cut; reference */
 	struct sockaddr_in6 dst; /* original destination (sockaddr_in for IPv4) */
 	uint64_t start_ms, last_ms, drain_deadline_ms;
 	uint32_t prev, next; /* active list (indices; UINT32_MAX = none) */

@@ -39,7 +39,7 @@ struct inpod {
 	int stop;
 
 	pthread_mutex_t call_mu; /* one add/del at a time */
-	pthread_mutex_t tab_mu;  /* pods[] */
+	pthread_rwlock_t tab_mu; /* pods[]: written by add/del, read by workers' lookups */
 	struct pod *pods[REGISTRY_MAX];
 	unsigned n_pods;
 	uint64_t next_id;
@@ -198,7 +198,7 @@ int inpod_start(const struct np_config *cfg, struct worker **workers, unsigned n
 	ip->next_id = 1;
 	pthread_mutex_init(&ip->mu, NULL);
 	pthread_mutex_init(&ip->call_mu, NULL);
-	pthread_mutex_init(&ip->tab_mu, NULL);
+	pthread_rwlock_init(&ip->tab_mu, NULL);
 	pthread_cond_init(&ip->cv, NULL);
 	rc = -pthread_create(&ip->thread, NULL, inpod_main, ip);
 	if (rc) {
@@ -251,17 +251,17 @@ int inpod_add(struct inpod *ip, const struct workload *w, int netns_fd, char *er
 	int rc, i;
 
 	pthread_mutex_lock(&ip->call_mu);
-	pthread_mutex_lock(&ip->tab_mu);
+	pthread_rwlock_wrlock(&ip->tab_mu);
 	i = find(ip, w->uid);
 	if (i >= 0 && same_netns(ip->pods[i]->netns_fd, netns_fd)) {
 		ip->pods[i]->w = *w; /* metadata refresh only */
-		pthread_mutex_unlock(&ip->tab_mu);
+		pthread_rwlock_unlock(&ip->tab_mu);
 		pthread_mutex_unlock(&ip->call_mu);
 		return 0;
 	}
 	if (i >= 0)
 		remove_at(ip, (unsigned)i);
-	pthread_mutex_unlock(&ip->tab_mu);
+	pthread_rwlock_unlock(&ip->tab_mu);
 	if (ip->n_pods >= REGISTRY_MAX) {
 		snprintf(err, errlen, "too many workloads (%d)", REGISTRY_MAX);
 		rc = -ENOSPC;
@@ -308,9 +308,9 @@ int inpod_add(struct inpod *ip, const struct workload *w, int netns_fd, char *er
 		worker_add_listener(ip->workers[k % ip->n_workers], p, kind, family,
 		                    kind_port(&ip->cfg, kind), p->lfd[k]);
 	}
-	pthread_mutex_lock(&ip->tab_mu);
+	pthread_rwlock_wrlock(&ip->tab_mu);
 	ip->pods[ip->n_pods++] = p;
-	pthread_mutex_unlock(&ip->tab_mu);
+	pthread_rwlock_unlock(&ip->tab_mu);
 	log_info("event=pod_added uid=%s ns=%s name=%s listeners=%u", w->uid, w->ns, w->name,
 	         p->n_lfds);
 out:
@@ -325,22 +325,47 @@ int inpod_del(struct inpod *ip, const char *uid, char *err, size_t errlen)
 	(void)err;
 	(void)errlen;
 	pthread_mutex_lock(&ip->call_mu);
-	pthread_mutex_lock(&ip->tab_mu);
+	pthread_rwlock_wrlock(&ip->tab_mu);
 	i = find(ip, uid);
 	if (i >= 0)
 		remove_at(ip, (unsigned)i);
-	pthread_mutex_unlock(&ip->tab_mu);
+	pthread_rwlock_unlock(&ip->tab_mu);
 	pthread_mutex_unlock(&ip->call_mu);
 	return 0;
+}
+
+struct pod *inpod_lookup_addr(struct inpod *ip, const struct sockaddr *sa)
+{
+	struct pod *found = NULL;
+
+	pthread_rwlock_rdlock(&ip->tab_mu);
+	for (unsigned i = 0; i < ip->n_pods && !found; i++) {
+		struct pod *p = ip->pods[i];
+		for (unsigned k = 0; k < p->w.n_ips; k++) {
+			const struct wl_ip *a = &p->w.ips[k];
+			if (a->family != sa->sa_family)
+				continue;
+			if (a->family == AF_INET
+			        ? a->v4.s_addr == ((const struct sockaddr_in *)sa)->sin_addr.s_addr
+			        : !memcmp(&a->v6, &((const struct sockaddr_in6 *)sa)->sin6_addr,
+			                  sizeof(a->v6))) {
+				found = p;
+				pod_get(p);
+				break;
+			}
+		}
+	}
+	pthread_rwlock_unlock(&ip->tab_mu);
+	return found;
 }
 
 size_t inpod_count(struct inpod *ip)
 {
 	size_t n;
 
-	pthread_mutex_lock(&ip->tab_mu);
+	pthread_rwlock_rdlock(&ip->tab_mu);
 	n = ip->n_pods;
-	pthread_mutex_unlock(&ip->tab_mu);
+	pthread_rwlock_unlock(&ip->tab_mu);
 	return n;
 }
 
@@ -348,7 +373,7 @@ json_t *inpod_workloads_json(struct inpod *ip)
 {
 	json_t *arr = json_array();
 
-	pthread_mutex_lock(&ip->tab_mu);
+	pthread_rwlock_rdlock(&ip->tab_mu);
 	for (unsigned i = 0; i < ip->n_pods; i++) {
 		struct pod *p = ip->pods[i];
 		json_t *ips = json_array();
@@ -364,7 +389,7 @@ json_t *inpod_workloads_json(struct inpod *ip)
 		                                     __atomic_load_n(&p->conns, __ATOMIC_RELAXED),
 		                                     "listeners", (int)p->n_lfds));
 	}
-	pthread_mutex_unlock(&ip->tab_mu);
+	pthread_rwlock_unlock(&ip->tab_mu);
 	return arr;
 }
 
@@ -377,14 +402,14 @@ void inpod_stop(struct inpod *ip)
 	pthread_cond_broadcast(&ip->cv);
 	pthread_mutex_unlock(&ip->mu);
 	pthread_join(ip->thread, NULL);
-	pthread_mutex_lock(&ip->tab_mu);
+	pthread_rwlock_wrlock(&ip->tab_mu);
 	for (unsigned i = 0; i < ip->n_pods; i++)
 		pod_put(ip->pods[i]);
 	ip->n_pods = 0;
-	pthread_mutex_unlock(&ip->tab_mu);
+	pthread_rwlock_unlock(&ip->tab_mu);
 	pthread_mutex_destroy(&ip->mu);
 	pthread_mutex_destroy(&ip->call_mu);
-	pthread_mutex_destroy(&ip->tab_mu);
+	pthread_rwlock_destroy(&ip->tab_mu);
 	pthread_cond_destroy(&ip->cv);
 	free(ip);
 }

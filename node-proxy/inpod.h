@@ -36,6 +36,11 @@ int inpod_add(struct inpod *ip, const struct workload *w, int netns_fd, char *er
 /* Remove: listeners stop listening before this returns, connections drain
  * within the configured deadline.  Unknown uid: 0. */
 int inpod_del(struct inpod *ip, const char *uid, char *err, size_t errlen);
+/* The enrolled pod that owns the address of @sa (AF_INET/AF_INET6), with a
+ * reference the caller drops with pod_put(); NULL if none.  Called by
+ * workers once per outbound connection (a read lock, a linear scan). */
+struct sockaddr;
+struct pod *inpod_lookup_addr(struct inpod *ip, const struct sockaddr *sa);
 /* Uids enrolled now; for tests and admin. */
 size_t inpod_count(struct inpod *ip);
 /* JSON array describing every enrolled pod (new reference). */

@@ -46,23 +46,25 @@ struct daemon {
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-	        "usage: ambit-node-proxy [run] [options]\n"
-	        "       ambit-node-proxy ctl add|del|list|status ...\n"
-	        "options (each overrides configs/node-proxy.ini):\n"
-	        "  --config FILE          INI configuration\n"
-	        "  --workers N            data-path threads (0 = one per CPU)\n"
-	        "  --control-socket PATH  unix socket of the control protocol\n"
-	        "  --state-file PATH      persisted workload registry\n"
-	        "  --log-level L          error|warn|info|debug\n"
-	        "  --connect-timeout D    upstream connect deadline (e.g. 5s)\n"
-	        "  --idle-timeout D       close connections idle this long (0 = never)\n"
-	        "  --drain-timeout D      deadline for connections of a deleted pod / at exit\n"
-	        "  --admin-port P         127.0.0.1 admin HTTP port (15000)\n"
-	        "  --readiness-port P     0.0.0.0 readiness port (15021)\n"
-	        "  --max-connections N    per worker connection pool\n"
-	        "  --preserve-source B    inbound: connect to the app from the client address\n"
-	        "  --cpu-affinity B       pin worker i to CPU i, keep a flow's hops on one CPU\n");
+	fprintf(
+	    f,
+	    "usage: ambit-node-proxy [run] [options]\n"
+	    "       ambit-node-proxy ctl add|del|list|status ...\n"
+	    "options (each overrides configs/node-proxy.ini):\n"
+	    "  --config FILE          INI configuration\n"
+	    "  --workers N            data-path threads (0 = one per CPU)\n"
+	    "  --control-socket PATH  unix socket of the control protocol\n"
+	    "  --state-file PATH      persisted workload registry\n"
+	    "  --log-level L          error|warn|info|debug\n"
+	    "  --connect-timeout D    upstream connect deadline (e.g. 5s)\n"
+	    "  --idle-timeout D       close connections idle this long (0 = never)\n"
+	    "  --drain-timeout D      deadline for connections of a deleted pod / at exit\n"
+	    "  --admin-port P         127.0.0.1 admin HTTP port (15000)\n"
+	    "  --readiness-port P     0.0.0.0 readiness port (15021)\n"
+	    "  --max-connections N    per worker connection pool\n"
+	    "  --preserve-source B    inbound: connect to the app from the client address\n"
+	    "  --cpu-affinity B       pin worker i to CPU i, keep a flow's hops on one CPU\n"
+	    "  --local-shortcut B     outbound to a pod on this node: connect inside it (1 hop)\n");
 }
 
 static int d_add(void *arg, const struct workload *w, int netns_fd, char *err, size_t errlen)
@@ -146,6 +148,7 @@ enum {
 	OPT_MAXCONN,
 	OPT_PRESERVE,
 	OPT_AFFINITY,
+	OPT_SHORTCUT,
 };
 
 static const struct option long_opts[] = {
@@ -162,6 +165,7 @@ static const struct option long_opts[] = {
 	{ "max-connections", required_argument, NULL, OPT_MAXCONN },
 	{ "preserve-source", required_argument, NULL, OPT_PRESERVE },
 	{ "cpu-affinity", required_argument, NULL, OPT_AFFINITY },
+	{ "local-shortcut", required_argument, NULL, OPT_SHORTCUT },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -176,6 +180,7 @@ static const struct {
 	{ OPT_DRAIN, "timeouts", "drain" },           { OPT_ADMIN, "ports", "admin" },
 	{ OPT_READY, "ports", "readiness" },          { OPT_MAXCONN, "pool", "connections" },
 	{ OPT_PRESERVE, "proxy", "preserve_source" }, { OPT_AFFINITY, "proxy", "cpu_affinity" },
+	{ OPT_SHORTCUT, "proxy", "local_shortcut" },
 };
 
 /* Configuration: the file first, then every flag over it.  Exit status 2
@@ -278,6 +283,8 @@ static int run(int argc, char **argv)
 	rc = inpod_start(&d.cfg, d.workers, d.n_workers, d.node_netns_fd, &d.inpod);
 	if (rc)
 		goto out;
+	for (unsigned i = 0; i < d.n_workers; i++)
+		worker_set_inpod(d.workers[i], d.inpod);
 	mkdir_parent(d.cfg.state_file);
 	rc = registry_open(d.cfg.state_file, &d.reg);
 	if (rc) {

@@ -31,6 +31,7 @@ struct worker {
 	unsigned id;
 	struct np_config cfg;
 	int node_netns_fd;
+	struct inpod *inpod; /* not owned */
 	pthread_t thread;
 	struct io_uring ring;
 

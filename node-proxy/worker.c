@@ -52,6 +52,11 @@ unsigned worker_id(const struct worker *w)
 	return w->id;
 }
 
+void worker_set_inpod(struct worker *w, struct inpod *ip)
+{
+	w->inpod = ip;
+}
+
 struct io_uring_sqe *worker_sqe(struct worker *w)
 {
 	struct io_uring_sqe *sqe;
@@ -221,7 +226,7 @@ static void drain_conns(struct worker *w, struct pod *p, unsigned drain_ms)
 	while (i != CONN_NIL) {
 		struct conn *c = &w->pool.slots[i];
 		uint32_t next = c->next;
-		if ((!p || c->pod == p) && c->state != CS_CLOSING) {
+		if ((!p || c->pod == p || c->upod == p) && c->state != CS_CLOSING) {
 			uint64_t dl = w->now_ms + drain_ms;
 			if (!c->drain_deadline_ms || dl < c->drain_deadline_ms)
 				c->drain_deadline_ms = dl;
@@ -274,6 +279,8 @@ static void do_dump(struct worker *w, struct dump_req *d)
 		ci->pod_id = c->pod ? c->pod->id : 0;
 		if (c->pod)
 			snprintf(ci->uid, sizeof(ci->uid), "%s", c->pod->w.uid);
+		if (c->upod)
+			snprintf(ci->upstream_uid, sizeof(ci->upstream_uid), "%s", c->upod->w.uid);
 		ci->kind = c->kind;
 		ci->state = c->state;
 		ci->age_ms = w->now_ms - c->start_ms;

@@ -36,8 +36,9 @@ struct worker_stats {
 	uint64_t hbone_refused;   /* 15008 not served yet (issue 4) */
 	uint64_t nobufs;          /* receives paused because the buffer ring ran dry */
 	uint64_t accept_errors;
-	uint64_t listeners; /* armed listener copies */
-	uint64_t bufs_held; /* receive buffers queued in userspace now */
+	uint64_t listeners;       /* armed listener copies */
+	uint64_t bufs_held;       /* receive buffers queued in userspace now */
+	uint64_t local_shortcuts; /* outbound connections relayed straight into a local pod */
 };
 
 struct conn_info {
@@ -48,6 +49,7 @@ struct conn_info {
 	uint64_t age_ms, idle_ms;
 	uint64_t bytes_down_up, bytes_up_down;
 	struct sockaddr_in6 src, dst; /* AF_INET addresses stored as sockaddr_in */
+	char upstream_uid[64];        /* local destination pod (shortcut), or "" */
 	unsigned worker;
 };
 
@@ -74,5 +76,9 @@ void worker_get_stats(struct worker *w, struct worker_stats *out);
  * worker to answer.  Returns the count or -errno. */
 int worker_dump(struct worker *w, struct conn_info *out, size_t max, int timeout_ms);
 unsigned worker_id(const struct worker *w);
+/* Where outbound connections look up local destination pods (set once,
+ * before any pod is added). */
+struct inpod;
+void worker_set_inpod(struct worker *w, struct inpod *ip);
 
 #endif

@@ -29,6 +29,10 @@ class Proxy:
         self.sock = os.path.join(topo.tmpdir, "np.sock")
         self.state = os.path.join(topo.tmpdir, "np.state")
         self.extra = list(extra)
+        # pod to pod on one node: one proxied hop with the same-node
+        # shortcut (default), two (15001 then 15006) without it
+        self.hops = 2 if "--local-shortcut" in self.extra and \
+            self.extra[self.extra.index("--local-shortcut") + 1] == "false" else 1
         self.proc = None
         self.start()
 
@@ -112,19 +116,25 @@ def enrol(topo, bins, node, pod, proxy):
     proxy.add(pod)
 
 
+MODES = {"shortcut": [], "two-hop": ["--local-shortcut", "false"]}
+BOTH = pytest.mark.parametrize("mesh", list(MODES), indirect=True)
+
+
 @pytest.fixture
-def mesh(topo, bins):
-    """Node n1 with pods a and b, both captured and enrolled."""
+def mesh(topo, bins, request):
+    """Node n1 with pods a and b, both captured and enrolled.  Parametrized
+    (indirect) with a mode: "shortcut" (default) or "two-hop"."""
     n1 = topo.add_node("n1")
     a = topo.add_pod(n1, "a")
     b = topo.add_pod(n1, "b")
-    proxy = Proxy(topo, bins, n1)
+    proxy = Proxy(topo, bins, n1, extra=MODES[getattr(request, "param", "shortcut")])
     for p in (a, b):
         enrol(topo, bins, n1, p, proxy)
     yield n1, a, b, proxy
     proxy.stop_clean()
 
 
+@BOTH
 def test_curl_both_directions(mesh, topo):
     n1, a, b, proxy = mesh
     http_server(b, 8080)
@@ -135,8 +145,9 @@ def test_curl_both_directions(mesh, topo):
     r = b.run(["curl", "-sS", "--max-time", "5", f"http://{a.ip}:8080/"])
     assert r.stdout == "a\n"
     s1 = proxy.stats()
-    # each request crosses two hops: 15001 in the client pod, 15006 in the server pod
-    assert s1["accepted"] - s0["accepted"] >= 4
+    # each request crosses 15001 in the client pod, then (two-hop) 15006 in the server pod
+    assert s1["accepted"] - s0["accepted"] >= 2 * proxy.hops
+    assert s1["local_shortcuts"] - s0["local_shortcuts"] == (2 if proxy.hops == 1 else 0)
     assert s1["bytes_down_up"] > s0["bytes_down_up"]
     assert s1["bytes_up_down"] > s0["bytes_up_down"]
 
@@ -279,7 +290,7 @@ def test_wrk_both_directions(mesh):
         reqs = float(r.stdout.split("Requests/sec:")[1].split()[0])
         assert reqs > 50, r.stdout
         s1 = proxy.stats()
-        assert s1["accepted"] - s0["accepted"] >= 20  # 10 connections x 2 hops
+        assert s1["accepted"] - s0["accepted"] >= 10 * proxy.hops
         assert s1["bytes_up_down"] - s0["bytes_up_down"] > reqs  # responses came back
 
 
@@ -295,8 +306,8 @@ def test_iperf3_both_directions(mesh):
         assert bps > 1e8, bps
         s1 = proxy.stats()
         moved = (s1["bytes_down_up"] - s0["bytes_down_up"]) + (s1["bytes_up_down"] - s0["bytes_up_down"])
-        # every byte crosses both hops
-        assert moved >= 2 * res["end"]["sum_received"]["bytes"] * 0.99
+        # every byte crosses every hop
+        assert moved >= proxy.hops * res["end"]["sum_received"]["bytes"] * 0.99
 
 
 def test_1gib_checksum_and_half_close(mesh):
@@ -309,9 +320,10 @@ def test_1gib_checksum_and_half_close(mesh):
     assert sent == got, (sent, got)
     assert sent.startswith(str(1 << 30) + " ")
     s1 = proxy.stats()
-    assert s1["bytes_down_up"] - s0["bytes_down_up"] >= 2 << 30
+    assert s1["bytes_down_up"] - s0["bytes_down_up"] >= proxy.hops << 30
 
 
+@BOTH
 def test_half_close_server_keeps_sending(mesh):
     n1, a, b, proxy = mesh
     total = 20 << 20
@@ -321,9 +333,10 @@ def test_half_close_server_keeps_sending(mesh):
     r = a.run([PYTHON, "-c", _HALFCLOSE_CLIENT, b.ip, "9001"], timeout=60)
     assert int(r.stdout) == total
     s1 = proxy.stats()
-    assert s1["bytes_up_down"] - s0["bytes_up_down"] >= 2 * total
+    assert s1["bytes_up_down"] - s0["bytes_up_down"] >= proxy.hops * total
 
 
+@BOTH
 def test_1000_concurrent_connections(mesh, topo):
     n1, a, b, proxy = mesh
     serve(b, _MANY_ECHO_SERVER, 9002)
@@ -334,9 +347,9 @@ def test_1000_concurrent_connections(mesh, topo):
     line = p.stdout.readline()
     assert line.strip() == "all 1000", topo.log(p)
     st = proxy.stats()
-    assert st["active"] >= 2000, st  # two hops each
+    assert st["active"] >= 1000 * proxy.hops, st
     conns = proxy.json("/connections")
-    assert conns["count"] >= 2000
+    assert conns["count"] >= 1000 * proxy.hops
     p.stdin.write("\n")
     p.stdin.flush()
     assert p.stdout.readline().strip() == "closed"
@@ -348,6 +361,7 @@ def test_1000_concurrent_connections(mesh, topo):
     assert proxy.fds() <= fds0 + 2
 
 
+@BOTH
 def test_closed_port_is_reset_not_hang(mesh):
     n1, a, b, proxy = mesh
     s0 = proxy.stats()
@@ -377,7 +391,7 @@ def test_sigkill_restart_serves_again(mesh, topo):
     assert sorted(w["name"] for w in wl) == ["a", "b"]
     s0 = proxy.stats()
     assert a.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/"]).stdout == "b\n"
-    assert proxy.stats()["accepted"] - s0["accepted"] >= 2
+    assert proxy.stats()["accepted"] - s0["accepted"] >= proxy.hops
 
 
 def test_sigterm_drains_and_exits_zero(mesh, topo):
@@ -406,7 +420,7 @@ def test_pod_delete_listeners_gone_connections_drain(mesh, topo, bins):
         assert s.recv(64) == b"before\n"
         return s
     s = netns_exec(a, open_conn)
-    assert proxy.json("/connections")["count"] >= 2
+    assert proxy.json("/connections")["count"] >= proxy.hops
     proxy.delete(a)
     # listeners of a are gone at once: nothing listens on 15001 in a's netns
     r = a.run(["ss", "-Htln", "sport = :15001"])
@@ -453,7 +467,7 @@ def test_fd_count_stable_after_churn(mesh):
     while proxy.stats()["active"] and time.monotonic() < deadline:
         time.sleep(0.1)
     s1 = proxy.stats()
-    assert s1["accepted"] - s0["accepted"] >= 200
+    assert s1["accepted"] - s0["accepted"] >= 100 * proxy.hops
     assert s1["active"] == 0
     assert proxy.fds() == fds0
 
@@ -470,13 +484,14 @@ def test_bad_config_refused_with_line(topo, bins):
     assert r.returncode == 2 and "proxy.workers" in r.stderr
 
 
-def test_source_address_kept_or_not(topo, bins):
+@pytest.mark.parametrize("mode", list(MODES))
+def test_source_address_kept_or_not(topo, bins, mode):
     n1 = topo.add_node("n1")
     a = topo.add_pod(n1, "a")
     b = topo.add_pod(n1, "b")
     http_server(b, 8080)
     # default: the app sees the proxy's connection from its own pod address
-    proxy = Proxy(topo, bins, n1)
+    proxy = Proxy(topo, bins, n1, extra=MODES[mode])
     for p in (a, b):
         enrol(topo, bins, n1, p, proxy)
     peer = a.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/peer"]).stdout
@@ -484,9 +499,16 @@ def test_source_address_kept_or_not(topo, bins):
     proxy.stop_clean()
     # preserve_source: IP_TRANSPARENT + mark 0x111, replies routed back by
     # the redirector's connmark + table 100
-    proxy = Proxy(topo, bins, n1, extra=["--preserve-source", "true"])
+    proxy = Proxy(topo, bins, n1, extra=MODES[mode] + ["--preserve-source", "true"])
     peer = a.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/peer"]).stdout
     assert peer.split(":")[0] == a.ip, peer
+    # from outside the mesh (the node itself) straight into b's 15006
+    s0 = proxy.stats()
+    peer = n1.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/peer"]).stdout
+    s1 = proxy.stats()
+    assert s1["accepted"] - s0["accepted"] == 1
+    assert s1["local_shortcuts"] == s0["local_shortcuts"]
+    assert peer.split(":")[0] != b.ip, peer  # the node's own address, kept
     proxy.stop_clean()
 
 
@@ -555,7 +577,7 @@ def test_pool_exhaustion_and_hbone_placeholder(topo, bins):
             s.close()
         return ok, refused
     ok, refused = netns_exec(a, burst)
-    # 4 slots and two hops per connection: 2 connections fit, the rest are reset
+    # 4 slots: 4 connections fit (2 without the shortcut), the rest are reset
     assert ok >= 1 and refused >= 8, (ok, refused)
     st = proxy.stats()
     assert st["pool_exhausted"] >= 8, st
