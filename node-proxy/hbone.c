@@ -50,6 +50,7 @@ struct hstream {
 	bool shut;         /* END_STREAM requested */
 	bool want_write;   /* a write came up short: on_stream_writable owed */
 	bool eof;          /* the peer's END_STREAM seen */
+	bool live;         /* false once released (struct parked on the spare list) */
 	struct hstream *prev, *next;
 };
 
@@ -275,6 +276,7 @@ static struct hstream *stream_new(struct hbone_conn *c, int32_t sid, void *user)
 	memset(s, 0, sizeof(*s));
 	s->sid = sid;
 	s->user = user;
+	s->live = true;
 	s->next = c->live;
 	if (c->live)
 		c->live->prev = s;
@@ -287,6 +289,8 @@ static void stream_release(struct hbone_conn *c, struct hstream *s, uint32_t err
 {
 	if (s->want_write)
 		c->nwant--;
+	s->want_write = false;
+	s->live = false;
 	if (s->prev)
 		s->prev->next = s->next;
 	else
@@ -486,6 +490,8 @@ static void server_request(struct hbone_conn *c, struct hstream *s)
 		                                 : 503;
 	}
 	hdrs_reset(c);
+	if (status > 0 && (status < 200 || status > 599))
+		status = 503; /* no interim or malformed status from the decision */
 	if (status > 0 && !s->responded)
 		submit_response(c, s, status);
 	else if (status < 0)
@@ -555,7 +561,8 @@ static int ng_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 	if (s && (f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
 	    (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && !s->eof) {
 		s->eof = true;
-		if (c->cb.on_stream_eof && !s->refused)
+		/* Only tunnels (or a request awaiting its answer) half-close. */
+		if (c->cb.on_stream_eof && !s->refused && (s->tunnel || c->role == HBONE_SERVER))
 			c->cb.on_stream_eof(c, c->arg, s->sid, s->user);
 	}
 	return 0;
@@ -1043,6 +1050,8 @@ ssize_t hbone_stream_write(struct hbone_conn *c, int32_t sid, const uint8_t *buf
 	s->wlen = 0;
 	if (c->failed)
 		return -EPROTO;
+	if (!s->live)
+		return (ssize_t)done; /* closed while sending (a reset went out) */
 	if (done < len || room(c, s) == 0)
 		want_write(c, s);
 	return (ssize_t)done;
