@@ -800,6 +800,13 @@ int hbone_conn_feed(struct hbone_conn *c, const uint8_t *buf, size_t len)
 			goto out;
 		}
 	}
+	if (tls_conn_input_left(c->tls) && !c->peer_closed) {
+		/* TLS stopped reading to write (ring full of its own answers,
+		 * e.g. a KeyUpdate flood): input cannot be kept, so give up. */
+		fail(c);
+		ret = -EPROTO;
+		goto out;
+	}
 	tls_conn_input(c->tls, NULL, 0);
 	if (tl) {
 		tl_rbuf_busy = false;
