@@ -1,0 +1,429 @@
+/*
+ * accesslog: JSON validity for hostile strings (parsed back with jansson),
+ * ring-full drops, exact 1-in-N sampling, reopen after rotation, switches.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "node-proxy/accesslog.h"
+#include "node-proxy/metrics.h"
+
+static char dir[] = "/tmp/ambit-al-XXXXXX";
+static char path[128];
+
+static int setup(void **state)
+{
+	(void)state;
+	if (!mkdtemp(dir))
+		return -1;
+	snprintf(path, sizeof(path), "%s/access.log", dir);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[256];
+
+	(void)state;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static int after_each(void **state)
+{
+	(void)state;
+	accesslog_fini();
+	unlink(path);
+	return 0;
+}
+
+static void sample_record(struct al_record *r)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(41000) };
+	struct sockaddr_in6 b = { .sin6_family = AF_INET6, .sin6_port = htons(8080) };
+
+	memset(r, 0, sizeof(*r));
+	inet_pton(AF_INET, "10.1.2.3", &a.sin_addr);
+	inet_pton(AF_INET6, "fd00::5", &b.sin6_addr);
+	al_addr_from_sa(&r->src.addr, (struct sockaddr *)&a);
+	al_addr_from_sa(&r->dst.addr, (struct sockaddr *)&b);
+	al_str(r->src.workload, sizeof(r->src.workload), "frontend");
+	al_str(r->src.ns, sizeof(r->src.ns), "shop");
+	al_str(r->src.identity, sizeof(r->src.identity), "spiffe://cluster.local/ns/shop/sa/fe");
+	al_str(r->dst.workload, sizeof(r->dst.workload), "backend");
+	al_str(r->dst.ns, sizeof(r->dst.ns), "shop");
+	al_str(r->dst.identity, sizeof(r->dst.identity), "spiffe://cluster.local/ns/shop/sa/be");
+	r->direction = AL_OUTBOUND;
+	r->mtls = 1;
+	r->req_bytes = 1000;
+	r->resp_bytes = 20000;
+	r->duration_ms = 12;
+	r->end_ns = 1764145800123456789ull; /* 2025-11-26T08:30:00.123Z */
+}
+
+static json_t *parse_line(const char *line, size_t len)
+{
+	json_error_t err;
+	json_t *j = json_loadb(line, len, JSON_REJECT_DUPLICATES, &err);
+
+	if (!j)
+		fail_msg("invalid JSON (%s): %.*s", err.text, (int)len, line);
+	return j;
+}
+
+static void test_format_fields(void **state)
+{
+	struct al_record r;
+	char buf[AL_LINE_MAX];
+	size_t n;
+	json_t *j;
+
+	(void)state;
+	sample_record(&r);
+	n = accesslog_format(&r, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_int_equal(buf[n - 1], '\n');
+	assert_null(memchr(buf, '\n', n - 1)); /* one line */
+	j = parse_line(buf, n - 1);
+	assert_string_equal(json_string_value(json_object_get(j, "timestamp")),
+	                    "2025-11-26T08:30:00.123Z");
+	assert_string_equal(json_string_value(json_object_get(j, "direction")), "outbound");
+	assert_string_equal(json_string_value(json_object_get(j, "reporter")), "source");
+	assert_string_equal(json_string_value(json_object_get(j, "src_addr")), "10.1.2.3:41000");
+	assert_string_equal(json_string_value(json_object_get(j, "dst_addr")), "[fd00::5]:8080");
+	assert_string_equal(json_string_value(json_object_get(j, "src_workload")), "frontend");
+	assert_string_equal(json_string_value(json_object_get(j, "dst_namespace")), "shop");
+	assert_string_equal(json_string_value(json_object_get(j, "dst_identity")),
+	                    "spiffe://cluster.local/ns/shop/sa/be");
+	assert_string_equal(json_string_value(json_object_get(j, "connection_security_policy")),
+	                    "mutual_tls");
+	/* outbound: the local workload is the client */
+	assert_int_equal(json_integer_value(json_object_get(j, "bytes_sent")), 1000);
+	assert_int_equal(json_integer_value(json_object_get(j, "bytes_received")), 20000);
+	assert_int_equal(json_integer_value(json_object_get(j, "duration_ms")), 12);
+	assert_string_equal(json_string_value(json_object_get(j, "response_flags")), "-");
+	assert_true(json_is_null(json_object_get(j, "error")));
+	assert_true(json_is_null(json_object_get(j, "traceparent")));
+	assert_true(json_is_null(json_object_get(j, "dst_service")));
+	json_decref(j);
+
+	/* inbound flips the byte fields; flags and tracing show up */
+	r.direction = AL_INBOUND;
+	r.response_flags = RF_DENY;
+	al_str(r.error, sizeof(r.error), "denied by policy ns/shop/deny-all");
+	al_str(r.traceparent, sizeof(r.traceparent),
+	       "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+	al_str(r.baggage, sizeof(r.baggage), "k8s.namespace.name=shop,k8s.deployment.name=fe");
+	memset(&r.src.addr, 0, sizeof(r.src.addr));
+	n = accesslog_format(&r, buf, sizeof(buf));
+	j = parse_line(buf, n - 1);
+	assert_string_equal(json_string_value(json_object_get(j, "reporter")), "destination");
+	assert_int_equal(json_integer_value(json_object_get(j, "bytes_sent")), 20000);
+	assert_int_equal(json_integer_value(json_object_get(j, "bytes_received")), 1000);
+	assert_string_equal(json_string_value(json_object_get(j, "response_flags")), "DENY");
+	assert_string_equal(json_string_value(json_object_get(j, "traceparent")),
+	                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+	assert_true(json_is_null(json_object_get(j, "src_addr")));
+	assert_string_equal(json_string_value(json_object_get(j, "error")),
+	                    "denied by policy ns/shop/deny-all");
+	json_decref(j);
+
+	/* too small a buffer: 0, never a partial line */
+	assert_int_equal(accesslog_format(&r, buf, 100), 0);
+}
+
+static void test_hostile_strings(void **state)
+{
+	static const char *const valid[] = {
+		"quote\" backslash\\ slash/ tab\t cr\r nl\n",
+		"\x01\x02\x1f\x7f ctl",
+		"\"}\n{\"injected\":1",
+		"utf8 h\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 sep\xe2\x80\xa8x",
+	};
+	struct al_record r;
+	char buf[AL_LINE_MAX], big[4096];
+	size_t n, i;
+	json_t *j;
+	const char *s;
+
+	(void)state;
+	for (i = 0; i < sizeof(valid) / sizeof(valid[0]); i++) {
+		sample_record(&r);
+		al_str(r.error, sizeof(r.error), valid[i]);
+		al_str(r.src.workload, sizeof(r.src.workload), valid[i]);
+		n = accesslog_format(&r, buf, sizeof(buf));
+		assert_true(n > 0);
+		assert_null(memchr(buf, '\n', n - 1));
+		j = parse_line(buf, n - 1);
+		/* valid UTF-8 round-trips exactly */
+		assert_string_equal(json_string_value(json_object_get(j, "error")), valid[i]);
+		assert_string_equal(json_string_value(json_object_get(j, "src_workload")),
+		                    valid[i]);
+		assert_null(json_object_get(j, "injected"));
+		json_decref(j);
+	}
+
+	/* invalid UTF-8 becomes U+FFFD, one per bad byte */
+	sample_record(&r);
+	al_str(r.error, sizeof(r.error),
+	       "a\xff"
+	       "b\xc0\xaf"
+	       "c\xed\xa0\x80"
+	       "d\xe2\x82");
+	n = accesslog_format(&r, buf, sizeof(buf));
+	j = parse_line(buf, n - 1);
+	s = json_string_value(json_object_get(j, "error"));
+	assert_string_equal(s, "a\xef\xbf\xbd"
+	                       "b\xef\xbf\xbd\xef\xbf\xbd"
+	                       "c\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+	                       "d\xef\xbf\xbd\xef\xbf\xbd");
+	json_decref(j);
+
+	/* 4 KiB strings in every field: truncated to the field, still JSON,
+	 * worst case (every byte escaped) still fits AL_LINE_MAX */
+	for (i = 0; i < 2; i++) {
+		memset(big, i ? 0x01 : 0xff, sizeof(big) - 1);
+		big[sizeof(big) - 1] = '\0';
+		sample_record(&r);
+		al_str(r.src.workload, sizeof(r.src.workload), big);
+		al_str(r.src.ns, sizeof(r.src.ns), big);
+		al_str(r.src.identity, sizeof(r.src.identity), big);
+		al_str(r.dst.workload, sizeof(r.dst.workload), big);
+		al_str(r.dst.ns, sizeof(r.dst.ns), big);
+		al_str(r.dst.identity, sizeof(r.dst.identity), big);
+		al_str(r.dst_service, sizeof(r.dst_service), big);
+		al_str(r.error, sizeof(r.error), big);
+		al_str(r.traceparent, sizeof(r.traceparent), big);
+		al_str(r.baggage, sizeof(r.baggage), big);
+		assert_int_equal(strlen(r.baggage), AL_BAGGAGE_MAX - 1);
+		n = accesslog_format(&r, buf, sizeof(buf));
+		assert_true(n > 0);
+		j = parse_line(buf, n - 1);
+		s = json_string_value(json_object_get(j, "baggage"));
+		assert_non_null(s);
+		/* one output character per input byte (FFFD or \u0001) */
+		assert_int_equal(strlen(s), (AL_BAGGAGE_MAX - 1) * (i ? 1 : 3));
+		json_decref(j);
+	}
+
+	/* a multi-byte character cut by truncation stays valid JSON */
+	memset(big, 0, sizeof(big));
+	for (i = 0; i + 2 < 200; i += 2)
+		memcpy(big + i, "\xc3\xa9", 2);
+	sample_record(&r);
+	al_str(r.src.ns, 8, big + 1); /* starts mid-character too */
+	n = accesslog_format(&r, buf, sizeof(buf));
+	j = parse_line(buf, n - 1);
+	json_decref(j);
+}
+
+/* Read @p and check every line is JSON; returns the number of lines. */
+static int count_json_lines(const char *p)
+{
+	FILE *f = fopen(p, "r");
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	int lines = 0;
+
+	if (!f)
+		return -1;
+	while ((n = getline(&line, &cap, f)) > 0) {
+		json_t *j;
+
+		assert_int_equal(line[n - 1], '\n');
+		j = parse_line(line, (size_t)n - 1);
+		assert_non_null(json_object_get(j, "timestamp"));
+		json_decref(j);
+		lines++;
+	}
+	free(line);
+	fclose(f);
+	return lines;
+}
+
+static void test_write_and_flush(void **state)
+{
+	struct al_record r, *slot;
+	struct accesslog_stats st;
+	int i;
+
+	(void)state;
+	assert_int_equal(accesslog_init(2, 64, path), 0);
+	sample_record(&r);
+	for (i = 0; i < 40; i++) {
+		assert_int_equal(accesslog_submit((unsigned)(i % 2), &r), 1);
+		if (i % 8 == 0)
+			assert_int_equal(accesslog_flush(2000), 0);
+	}
+	/* reserve/commit fills end_ns when left 0 */
+	slot = accesslog_reserve(1, 0);
+	assert_non_null(slot);
+	slot->direction = AL_INBOUND;
+	accesslog_commit(1);
+	assert_int_equal(accesslog_flush(2000), 0);
+	assert_int_equal(count_json_lines(path), 41);
+	accesslog_stats_get(&st);
+	assert_int_equal(st.written, 41);
+	assert_int_equal(st.dropped, 0);
+	/* invalid worker: nothing */
+	assert_null(accesslog_reserve(2, 0));
+	assert_int_equal(accesslog_submit(7, &r), 0);
+	assert_int_equal(accesslog_init(1, 1, path), -EALREADY);
+}
+
+static void test_ring_full_drops(void **state)
+{
+	struct al_record r;
+	struct accesslog_stats st;
+	int i, queued = 0;
+
+	(void)state;
+	assert_int_equal(accesslog_init(1, 4, path), 0);
+	sample_record(&r);
+	/* A tight loop outruns the writer (it formats and writes): the ring
+	 * of 4 fills and further records are dropped, never waited for. */
+	for (i = 0; i < 5000; i++)
+		queued += accesslog_submit(0, &r);
+	assert_int_equal(accesslog_flush(5000), 0);
+	accesslog_stats_get(&st);
+	assert_true(st.dropped > 0);
+	assert_int_equal(st.dropped + (uint64_t)queued, 5000);
+	assert_int_equal(st.written, (uint64_t)queued);
+	assert_int_equal(count_json_lines(path), queued);
+}
+
+static void test_sampling_exact(void **state)
+{
+	struct al_record r;
+	struct accesslog_stats st;
+	int i, kept = 0;
+
+	(void)state;
+	assert_int_equal(accesslog_init(2, 4096, path), 0);
+	sample_record(&r);
+	accesslog_set_sampling(10);
+	assert_int_equal(accesslog_sampling(), 10);
+	for (i = 0; i < 1000; i++)
+		kept += accesslog_submit(0, &r);
+	assert_int_equal(kept, 100);
+	/* failures bypass sampling: denied/failed connections always logged */
+	r.response_flags = RF_DENY;
+	for (i = 0; i < 37; i++)
+		kept += accesslog_submit(1, &r);
+	assert_int_equal(kept, 137);
+	/* but not DC/UC (ordinary closes) */
+	r.response_flags = RF_DC;
+	for (i = 0; i < 30; i++)
+		kept += accesslog_submit(1, &r);
+	assert_int_equal(kept, 140);
+	accesslog_set_sampling(0); /* 0 means every connection */
+	assert_int_equal(accesslog_sampling(), 1);
+	r.response_flags = 0;
+	for (i = 0; i < 25; i++)
+		kept += accesslog_submit(0, &r);
+	assert_int_equal(kept, 165);
+	/* off: nothing, nothing counted as dropped */
+	accesslog_set_enabled(0);
+	assert_false(accesslog_enabled());
+	for (i = 0; i < 25; i++)
+		kept += accesslog_submit(0, &r);
+	assert_int_equal(kept, 165);
+	accesslog_set_enabled(1);
+	assert_int_equal(accesslog_flush(2000), 0);
+	accesslog_stats_get(&st);
+	assert_int_equal(st.written, 165);
+	assert_int_equal(st.sampled_out, 900 + 27);
+	assert_int_equal(st.dropped, 0);
+	assert_int_equal(count_json_lines(path), 165);
+}
+
+static void test_reopen(void **state)
+{
+	struct al_record r;
+	struct accesslog_stats st;
+	char rotated[160];
+
+	(void)state;
+	snprintf(rotated, sizeof(rotated), "%s.1", path);
+	assert_int_equal(accesslog_init(1, 16, path), 0);
+	sample_record(&r);
+	assert_int_equal(accesslog_submit(0, &r), 1);
+	assert_int_equal(accesslog_submit(0, &r), 1);
+	assert_int_equal(accesslog_flush(2000), 0);
+	assert_int_equal(rename(path, rotated), 0);
+	/* still writing to the renamed file until reopened */
+	assert_int_equal(accesslog_submit(0, &r), 1);
+	assert_int_equal(accesslog_flush(2000), 0);
+	accesslog_reopen();
+	assert_int_equal(accesslog_flush(2000), 0);
+	assert_int_equal(accesslog_submit(0, &r), 1);
+	assert_int_equal(accesslog_flush(2000), 0);
+	assert_int_equal(count_json_lines(rotated), 3);
+	assert_int_equal(count_json_lines(path), 1);
+	accesslog_stats_get(&st);
+	assert_int_equal(st.reopens, 1);
+	unlink(rotated);
+}
+
+static void test_bad_path_and_stderr(void **state)
+{
+	(void)state;
+	assert_int_equal(accesslog_init(1, 16, "/nonexistent-dir/x/access.log"), -ENOENT);
+	assert_int_equal(accesslog_init(0, 16, NULL), -EINVAL);
+	assert_int_equal(accesslog_init(1, 16, "-"), 0);
+	accesslog_reopen(); /* no-op on stderr */
+	assert_int_equal(accesslog_flush(2000), 0);
+}
+
+static void test_metrics_export(void **state)
+{
+	struct al_record r;
+	char *text;
+	size_t len;
+
+	(void)state;
+	assert_int_equal(metrics_init(1, 8), 0);
+	assert_int_equal(accesslog_init(1, 16, path), 0);
+	assert_int_equal(accesslog_register_metrics(), 0);
+	sample_record(&r);
+	accesslog_set_sampling(2);
+	accesslog_submit(0, &r);
+	accesslog_submit(0, &r);
+	accesslog_submit(0, &r);
+	assert_int_equal(accesslog_flush(2000), 0);
+	assert_int_equal(metrics_render(&text, &len), 0);
+	assert_non_null(strstr(text, "\nambit_accesslog_lines_total 2\n"));
+	assert_non_null(
+	    strstr(text, "\nambit_accesslog_dropped_total{reason=\"sampled_out\"} 1\n"));
+	assert_non_null(strstr(text, "\nambit_accesslog_sampling 2\n"));
+	free(text);
+	metrics_fini();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_format_fields),
+		cmocka_unit_test(test_hostile_strings),
+		cmocka_unit_test_teardown(test_write_and_flush, after_each),
+		cmocka_unit_test_teardown(test_ring_full_drops, after_each),
+		cmocka_unit_test_teardown(test_sampling_exact, after_each),
+		cmocka_unit_test_teardown(test_reopen, after_each),
+		cmocka_unit_test_teardown(test_bad_path_and_stderr, after_each),
+		cmocka_unit_test_teardown(test_metrics_export, after_each),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
