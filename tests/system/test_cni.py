@@ -179,10 +179,32 @@ class Proxy:
         assert code == 200, body
         return json.loads(body)["total"]
 
+    def wait_accepted(self, base, n, timeout=5):
+        """Stats once at least n more connections than base were accepted
+        (workers publish their counters asynchronously)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            s = self.stats()
+            if s["accepted"] - base["accepted"] >= n or time.monotonic() > deadline:
+                return s
+            time.sleep(0.05)
+
     def workloads(self):
         r = self.node.run([str(self.bins / "ambit-node-proxy"), "ctl", "--socket", self.sock,
                            "list", "--json"])
         return {w["uid"]: w for w in json.loads(r.stdout)}
+
+
+def assert_proxied(s0, s1):
+    """One request crossed node-proxy: accepted on 15001 in the client pod,
+    then either relayed straight into the server pod (same-node shortcut)
+    or accepted a second time on 15006 there (two hops)."""
+    assert s1["accepted"] - s0["accepted"] >= 1, (s0, s1)
+    hops = s1["accepted"] - s0["accepted"]
+    shortcuts = s1.get("local_shortcuts", 0) - s0.get("local_shortcuts", 0)
+    assert hops >= 2 or shortcuts >= 1, (s0, s1)
+    assert s1["bytes_up_down"] > s0["bytes_up_down"]
+    assert s1["bytes_down_up"] > s0["bytes_down_up"]
 
 
 @pytest.fixture
@@ -634,9 +656,8 @@ def test_chain_traffic_through_node_proxy(proxied, topo, bins, tmp):
     s0 = proxy.stats()
     r = a.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/"])
     assert r.stdout == "b\n"
-    s1 = proxy.stats()
-    # outbound capture in a (15001) and inbound capture in b (15006)
-    assert s1["accepted"] - s0["accepted"] >= 2
+    s1 = proxy.wait_accepted(s0, 1)
+    assert_proxied(s0, s1)
 
     topo.del_pod(a)
     topo.del_pod(b)
