@@ -228,9 +228,9 @@ static void ns_of_principal(const char *p, const char **ns, size_t *len)
 
 /* The peer_authentication mode for @dst: the workload-selecting one in its
  * namespace, else its namespace's, else the root namespace's. */
-static const struct policy *peer_auth_for(const struct policy_set *ps, const struct workload *dst)
+static const struct policy *peer_auth_for(const struct policy_set *ps, const struct workload *dst,
+                                          const struct ns_slot *root, const struct ns_slot *own)
 {
-	const struct ns_slot *own = ns_find(ps, dst->ns), *root = ns_find(ps, ps->root_ns);
 	const struct policy *ns_wide = NULL;
 
 	if (own)
@@ -269,7 +269,9 @@ int policy_eval(const struct policy_set *ps, const struct workload *dst,
 
 	if (!ps)
 		return verdict(v, POLICY_ALLOW_NO_POLICY, NULL);
-	pa = peer_auth_for(ps, dst);
+	root = ns_find(ps, ps->root_ns);
+	own = ns_find(ps, dst->ns);
+	pa = peer_auth_for(ps, dst, root, own);
 	if (pa && pa->mode == MODE_STRICT && (c->plaintext || !c->src_principal))
 		return verdict(v, POLICY_DENY_PLAINTEXT, pa);
 
@@ -285,8 +287,6 @@ int policy_eval(const struct policy_set *ps, const struct workload *dst,
 	}
 
 	/* the root namespace's policies apply everywhere, then the workload's own */
-	root = ns_find(ps, ps->root_ns);
-	own = ns_find(ps, dst->ns);
 	if (root)
 		slots[n_slots++] = root;
 	if (own && own != root)

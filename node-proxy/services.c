@@ -372,7 +372,7 @@ static unsigned choose(enum svc_lb lb, const struct cand *c, unsigned n)
 	return best;
 }
 
-int services_pick(const struct service *svc, const struct workload *wls, size_t n,
+int services_pick(const struct service *svc, const struct workload *const *wls, size_t n,
                   struct svc_tried *tried, uint64_t now_ms, struct svc_pick *out)
 {
 	struct svc_state *st = svc->state;
@@ -387,14 +387,14 @@ int services_pick(const struct service *svc, const struct workload *wls, size_t 
 		struct svc_endpoint *ep;
 		struct cand c;
 
-		if (!services_selects(svc, &wls[i]))
+		if (!wls[i] || !services_selects(svc, wls[i]))
 			continue;
-		ep = ep_find(st, wls[i].uid, now_ms, true);
+		ep = ep_find(st, wls[i]->uid, now_ms, true);
 		if (!ep || was_tried(tried, ep))
 			continue;
 		c.ep = ep;
-		c.wl = &wls[i];
-		c.weight = weight_of(svc, &wls[i]);
+		c.wl = wls[i];
+		c.weight = weight_of(svc, wls[i]);
 		c.active = atomic_load_explicit(&ep->active, memory_order_relaxed);
 		any[n_any++] = c;
 		if (atomic_load_explicit(&ep->ejected_until_ms, memory_order_relaxed) > now_ms ||

@@ -123,12 +123,13 @@ struct svc_tried {
 
 struct svc_pick {
 	struct svc_endpoint *ep;   /* pass to services_report / services_done */
-	const struct workload *wl; /* points into the caller's array */
+	const struct workload *wl; /* one of the caller's @wls */
 	bool panic;                /* every endpoint was ejected or unhealthy */
 };
 
 /*
- * Choose an endpoint of @svc among @wls[0..n) (the workloads known now),
+ * Choose an endpoint of @svc among *@wls[0..n) (the workloads known now;
+ * pointers, so a caller can point into its own records, e.g. &entry.w),
  * skipping @tried (may be NULL) and, unless none is left, ejected and
  * unhealthy ones.  least_request: fewest active requests per weight, ties
  * broken at random; random: weighted random.  On success the endpoint's
@@ -136,7 +137,7 @@ struct svc_pick {
  * and 0 is returned; -EHOSTUNREACH if no endpoint is left.  @now_ms is a
  * CLOCK_MONOTONIC time in milliseconds.
  */
-int services_pick(const struct service *svc, const struct workload *wls, size_t n,
+int services_pick(const struct service *svc, const struct workload *const *wls, size_t n,
                   struct svc_tried *tried, uint64_t now_ms, struct svc_pick *out);
 /* The outcome of a connect to @ep: a failure counts towards ejection, a
  * success resets the count. */

@@ -31,6 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		  .labels = { { .key = "app", .val = "backend" },
 		              { .key = SVC_WEIGHT_LABEL, .val = "3" } } },
 	};
+	static const struct workload *const wlp[2] = { &wls[0], &wls[1] };
 	static const char *vips[] = { "10.96.0.10", "fd00:96::10", "1.2.3.4" };
 	struct service_set *ss = NULL;
 
@@ -46,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		assert(s->n_vips > 0 && s->n_ports > 0 && s->sel);
 		if (services_acquire(s, &t) == 0) {
-			if (services_pick(s, wls, 2, NULL, 1, &p) == 0) {
+			if (services_pick(s, wlp, 2, NULL, 1, &p) == 0) {
 				services_report(p.ep, false, 1);
 				services_done(p.ep);
 			}

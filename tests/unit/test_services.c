@@ -54,6 +54,9 @@ static void mk_wl(struct workload *w, const char *uid, const char *ns, const cha
 
 /* three endpoints, plus three that must never be chosen */
 static struct workload wls[6];
+static const struct workload *const wlp[6] = {
+	&wls[0], &wls[1], &wls[2], &wls[3], &wls[4], &wls[5]
+};
 
 static void mk_wls(const char *w0, const char *w1, const char *w2)
 {
@@ -190,7 +193,7 @@ static void shares(const char *lb, const char *w0, const char *w1, const char *w
 	mk_wls(w0, w1, w2);
 	for (int i = 0; i < 3000; i++) {
 		struct svc_pick p;
-		assert_int_equal(services_pick(s, wls, 6, NULL, 1, &p), 0);
+		assert_int_equal(services_pick(s, wlp, 6, NULL, 1, &p), 0);
 		count[idx_of(p.wl)]++;
 		services_done(p.ep);
 	}
@@ -225,13 +228,13 @@ static void test_least_request(void **state)
 	(void)state;
 	mk_wls(NULL, NULL, NULL);
 	for (int i = 0; i < 3; i++)
-		assert_int_equal(services_pick(s, wls, 6, NULL, 1, &p[i]), 0);
+		assert_int_equal(services_pick(s, wlp, 6, NULL, 1, &p[i]), 0);
 	/* one each */
 	assert_true(p[0].ep != p[1].ep && p[1].ep != p[2].ep && p[0].ep != p[2].ep);
 	for (int round = 0; round < 20; round++) {
 		int k = round % 3;
 		services_done(p[k].ep);
-		assert_int_equal(services_pick(s, wls, 6, NULL, 1, &q), 0);
+		assert_int_equal(services_pick(s, wlp, 6, NULL, 1, &q), 0);
 		assert_ptr_equal(q.ep, p[k].ep);
 		p[k] = q;
 	}
@@ -258,7 +261,7 @@ static void test_ejection(void **state)
 	mk_wls(NULL, NULL, NULL);
 	/* find uid-b's endpoint */
 	do {
-		assert_int_equal(services_pick(s, wls, 6, NULL, 0, &p), 0);
+		assert_int_equal(services_pick(s, wlp, 6, NULL, 0, &p), 0);
 		services_done(p.ep);
 	} while (p.wl != &wls[2]);
 	/* two failures, a success resets, two more: not yet */
@@ -274,7 +277,7 @@ static void test_ejection(void **state)
 	assert_int_equal(st.ejections, 1);
 	assert_int_equal(st.ejected_now, 1);
 	for (int i = 0; i < 300; i++) {
-		assert_int_equal(services_pick(s, wls, 6, NULL, 999, &p), 0);
+		assert_int_equal(services_pick(s, wlp, 6, NULL, 999, &p), 0);
 		assert_false(p.panic);
 		count[idx_of(p.wl)]++;
 		services_done(p.ep);
@@ -284,7 +287,7 @@ static void test_ejection(void **state)
 	/* re-admitted */
 	memset(count, 0, sizeof(count));
 	for (int i = 0; i < 300; i++) {
-		assert_int_equal(services_pick(s, wls, 6, NULL, 1000, &p), 0);
+		assert_int_equal(services_pick(s, wlp, 6, NULL, 1000, &p), 0);
 		count[idx_of(p.wl)]++;
 		services_done(p.ep);
 	}
@@ -307,16 +310,16 @@ static void test_panic_and_health(void **state)
 	services_set_health(s, &wls[0], false);
 	services_set_health(s, &wls[4], false);
 	for (int i = 0; i < 50; i++) {
-		assert_int_equal(services_pick(s, wls, 6, NULL, 5, &p), 0);
+		assert_int_equal(services_pick(s, wlp, 6, NULL, 5, &p), 0);
 		assert_ptr_equal(p.wl, &wls[2]);
 		services_done(p.ep);
 	}
 	services_report(p.ep, false, 5);
-	assert_int_equal(services_pick(s, wls, 6, NULL, 6, &p), 0);
+	assert_int_equal(services_pick(s, wlp, 6, NULL, 6, &p), 0);
 	assert_true(p.panic);
 	services_done(p.ep);
 	services_set_health(s, &wls[4], true);
-	assert_int_equal(services_pick(s, wls, 6, NULL, 6, &p), 0);
+	assert_int_equal(services_pick(s, wlp, 6, NULL, 6, &p), 0);
 	assert_false(p.panic);
 	assert_ptr_equal(p.wl, &wls[4]);
 	services_done(p.ep);
@@ -338,14 +341,14 @@ static void test_retry_excludes_tried(void **state)
 	(void)state;
 	mk_wls(NULL, NULL, NULL);
 	for (int i = 0; i < 3; i++) {
-		assert_int_equal(services_pick(s, wls, 6, &tried, 1, &p[i]), 0);
+		assert_int_equal(services_pick(s, wlp, 6, &tried, 1, &p[i]), 0);
 		services_report(p[i].ep, false, 1);
 		services_done(p[i].ep);
 	}
 	assert_int_equal(tried.n, 3);
 	assert_true(p[0].wl != p[1].wl && p[1].wl != p[2].wl && p[0].wl != p[2].wl);
-	assert_int_equal(services_pick(s, wls, 6, &tried, 1, &q), -EHOSTUNREACH);
-	assert_int_equal(services_pick(s, wls + 1, 1, NULL, 1, &q),
+	assert_int_equal(services_pick(s, wlp, 6, &tried, 1, &q), -EHOSTUNREACH);
+	assert_int_equal(services_pick(s, wlp + 1, 1, NULL, 1, &q),
 	                 -EHOSTUNREACH); /* other ns only */
 	services_stats(s, 1, &st);
 	assert_int_equal(st.no_endpoint, 2);
@@ -404,8 +407,8 @@ static void test_adopt_state(void **state)
 	(void)state;
 	mk_wls(NULL, NULL, NULL);
 	assert_int_equal(services_acquire(sa, &t1), 0);
-	assert_int_equal(services_pick(sa, wls + 1, 1, NULL, 0, &p), -EHOSTUNREACH);
-	assert_int_equal(services_pick(sa, wls, 3, NULL, 0, &p), 0);
+	assert_int_equal(services_pick(sa, wlp + 1, 1, NULL, 0, &p), -EHOSTUNREACH);
+	assert_int_equal(services_pick(sa, wlp, 3, NULL, 0, &p), 0);
 	services_report(p.ep, false, 0);
 	services_adopt_state(b, a);
 	services_set_put(a);
@@ -438,7 +441,7 @@ static void *picker(void *arg)
 		struct svc_pick p;
 		if (services_acquire(t->s, &tk))
 			continue;
-		if (services_pick(t->s, wls, 6, NULL, (uint64_t)i, &p) == 0) {
+		if (services_pick(t->s, wlp, 6, NULL, (uint64_t)i, &p) == 0) {
 			services_report(p.ep, i % 7 != 0, (uint64_t)i);
 			services_connected(&tk);
 			services_done(p.ep);
