@@ -94,10 +94,12 @@ struct hbone_callbacks {
 	void (*on_stream_response)(struct hbone_conn *c, void *arg, int32_t sid, void *su,
 	                           int status);
 	/* Tunnel bytes from the peer.  Take all of them; report delivery
-	 * with hbone_stream_consume() to reopen the window. */
+	 * with hbone_stream_consume() to reopen the window.  A server may get
+	 * some before it answered (an optimistic client). */
 	void (*on_stream_data)(struct hbone_conn *c, void *arg, int32_t sid, void *su,
 	                       const uint8_t *data, size_t len);
-	/* The peer half-closed (END_STREAM): no more data will come. */
+	/* The peer half-closed (END_STREAM): no more data will come.  Not
+	 * called for refused streams (no tunnel, nothing to half-close). */
 	void (*on_stream_eof)(struct hbone_conn *c, void *arg, int32_t sid, void *su);
 	/* A write that returned less than asked can go on. */
 	void (*on_stream_writable)(struct hbone_conn *c, void *arg, int32_t sid, void *su);
@@ -122,9 +124,10 @@ int hbone_conn_new(enum hbone_role role, struct tls_identity *id, const char *ex
 void hbone_conn_free(struct hbone_conn *c);
 
 /* Network -> engine.  Consumes all @len bytes (the caller may reuse @buf
- * on return).  Returns 0, or -EPROTO when the connection is dead (TLS
- * refused, HTTP/2 connection error, peer closed): flush pending_out (an
- * alert or GOAWAY may be waiting) and close.  -EPIPE after close_notify. */
+ * on return).  Returns 0; -EPROTO when the connection is dead (TLS refused
+ * or failed, HTTP/2 connection error): flush pending_out (an alert or a
+ * GOAWAY may be waiting), then close; -EPIPE when the peer closed cleanly
+ * (close_notify).  Not to be called from inside a callback. */
 int hbone_conn_feed(struct hbone_conn *c, const uint8_t *buf, size_t len);
 /* The peer closed its side of TCP: fail a pending handshake (reason
  * "closed") and end everything.  Returns -EPROTO or -EPIPE. */
@@ -138,10 +141,10 @@ size_t hbone_conn_out_len(const struct hbone_conn *c);
 /* @n bytes were sent; may produce more output and on_stream_writable. */
 void hbone_conn_out_done(struct hbone_conn *c, size_t n);
 
-/* 1 once TLS is up and both HTTP/2 prefaces are exchanged (client: TLS up). */
+/* 1 while the TLS handshake is complete and the connection not failed. */
 int hbone_conn_established(const struct hbone_conn *c);
-/* 1 when the connection has nothing left to do (GOAWAY both ways or fatal
- * error, no streams, output drained): the caller should close it. */
+/* 1 when the connection has nothing left to do and its output is drained
+ * (failed, peer closed, or GOAWAY exchanged with no stream left): close. */
 int hbone_conn_done(const struct hbone_conn *c);
 enum tls_fail hbone_conn_failure(const struct hbone_conn *c);
 const char *hbone_conn_peer_id(const struct hbone_conn *c);
@@ -184,10 +187,10 @@ int hbone_stream_open(struct hbone_conn *c, const char *authority, const struct 
 /* Server: answer a request (200 opens the tunnel; 400/401/503 refuse it
  * and reset the stream).  0, -ENOENT, -EALREADY, -EINVAL. */
 int hbone_stream_respond(struct hbone_conn *c, int32_t sid, int status);
-/* Send tunnel bytes.  Returns the count accepted (all of it already turned
- * into ciphertext in the ring), 0 (wait for on_stream_writable), or -errno
- * (-ENOENT unknown stream, -EPIPE after shutdown, -ENOTCONN tunnel not
- * open yet on a client is reported as 0 + writable later). */
+/* Send tunnel bytes.  Returns the count accepted (already ciphertext in
+ * the ring: @buf is not kept), 0 to wait for on_stream_writable (windows
+ * or ring full, tunnel not open yet, or called from a callback), or
+ * -ENOENT (unknown stream), -EPIPE (after shutdown), -EPROTO (dead). */
 ssize_t hbone_stream_write(struct hbone_conn *c, int32_t sid, const uint8_t *buf, size_t len);
 /* Bytes hbone_stream_write would accept right now. */
 size_t hbone_stream_write_room(struct hbone_conn *c, int32_t sid);
