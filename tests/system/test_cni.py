@@ -659,6 +659,15 @@ def test_chain_traffic_through_node_proxy(proxied, topo, bins, tmp):
     s1 = proxy.wait_accepted(s0, 1)
     assert_proxied(s0, s1)
 
+    # DEL over the chain in reverse order, netns still there: everything
+    # ambit added is gone (rules, routing, registration, record) ...
+    rules_before = ip_rules(a)
+    topo._cni_del(a)
+    assert not has_ambit_table(a)
+    assert "0x111" in rules_before and "0x111" not in ip_rules(a)
+    assert a.cni_args["K8S_POD_UID"] not in proxy.workloads()
+    assert len(state_files(tmp)) == 1
+    # ... and the harness's own DEL (a second one) plus netns removal is fine
     topo.del_pod(a)
     topo.del_pod(b)
     assert proxy.workloads() == {}

@@ -9,9 +9,10 @@ bridge + host-local + ambit-cni, cniVersion 1.0.0 (what Debian 12's libcni
 speaks).  The image is a busybox rootfs made here and `podman import`ed.
 
 Settings this VM needs (brief section 8): runc (crun refuses the cgroup
-layout), cgroupfs, ulimits at or below the caller's.  libcni itself caches
-results under /var/lib/cni/results (not configurable in podman 4.3); DEL
-removes them again.
+layout), cgroupfs, ulimits at or below the caller's.  Two machine paths
+podman 4.3 cannot be pointed elsewhere: libcni's result cache
+/var/lib/cni/results (each entry removed again by DEL) and the image-copy
+metadata cache /var/lib/containers/cache/blob-info-cache-v1.boltdb.
 
 Skipped when podman, runc or busybox-static are not installed.
 """
