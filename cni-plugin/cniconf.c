@@ -488,6 +488,82 @@ static int parse_labels_obj(json_t *l, struct wl_label *labels, unsigned *n, str
 	return 0;
 }
 
+/* "args": {"cni": {"AMBIT_SERVICE_ACCOUNT": "sa", "AMBIT_ENROLL": true,
+ * "AMBIT_LABELS": "k:v,k:v" or {"k": "v"}}}; other keys are ignored. */
+static int parse_conf_args(json_t *args, struct cni_args *a, struct cni_error *e)
+{
+	json_t *cni, *v;
+
+	memset(a, 0, sizeof(*a));
+	a->enroll = -1;
+	if (!args)
+		return 0;
+	if (!json_is_object(args))
+		return cni_fail(e, CNI_ERR_CONFIG, "\"args\" must be an object");
+	cni = json_object_get(args, "cni");
+	if (!cni)
+		return 0;
+	if (!json_is_object(cni))
+		return cni_fail(e, CNI_ERR_CONFIG, "\"args.cni\" must be an object");
+	v = json_object_get(cni, "AMBIT_SERVICE_ACCOUNT");
+	if (v && (!json_is_string(v) || json_string_length(v) >= sizeof(a->sa) ||
+	          !name_valid(json_string_value(v), json_string_length(v))))
+		return cni_fail(e, CNI_ERR_CONFIG, "args.cni.AMBIT_SERVICE_ACCOUNT is not a name");
+	if (v)
+		memcpy(a->sa, json_string_value(v), json_string_length(v) + 1);
+	v = json_object_get(cni, "AMBIT_ENROLL");
+	if (json_is_boolean(v))
+		a->enroll = json_is_true(v);
+	else if (v && (!json_is_string(v) ||
+	               parse_bool(json_string_value(v), json_string_length(v), &a->enroll)))
+		return cni_fail(e, CNI_ERR_CONFIG, "args.cni.AMBIT_ENROLL must be true or false");
+	v = json_object_get(cni, "AMBIT_LABELS");
+	if (json_is_string(v)) {
+		if (strlen(json_string_value(v)) != json_string_length(v))
+			return cni_fail(e, CNI_ERR_CONFIG, "args.cni.AMBIT_LABELS has a NUL byte");
+		a->has_labels = 1;
+		return cni_labels_parse(json_string_value(v), a->labels, &a->n_labels,
+		                        CNI_ERR_CONFIG, e);
+	}
+	if (v && !json_is_object(v))
+		return cni_fail(e, CNI_ERR_CONFIG,
+		                "args.cni.AMBIT_LABELS must be \"k:v,...\" or an object");
+	a->has_labels = v != NULL;
+	return parse_labels_obj(v, a->labels, &a->n_labels, e);
+}
+
+int cni_args_merge(struct cni_args *a, const struct cni_args *lower, struct cni_error *e)
+{
+	struct wl_label mine[WL_MAX_LABELS];
+	unsigned n_mine = a->n_labels;
+
+	if (!a->sa[0])
+		memcpy(a->sa, lower->sa, sizeof(a->sa));
+	if (a->enroll < 0)
+		a->enroll = lower->enroll;
+	if (!lower->n_labels)
+		return 0;
+	memcpy(mine, a->labels, n_mine * sizeof(mine[0]));
+	memcpy(a->labels, lower->labels, lower->n_labels * sizeof(a->labels[0]));
+	a->n_labels = lower->n_labels;
+	a->has_labels = 1;
+	for (unsigned i = 0; i < n_mine; i++) {
+		unsigned j;
+
+		for (j = 0; j < a->n_labels; j++)
+			if (!strcmp(a->labels[j].key, mine[i].key))
+				break;
+		if (j == a->n_labels) {
+			if (a->n_labels >= WL_MAX_LABELS)
+				return cni_fail(e, CNI_ERR_ENV, "more than %d labels",
+				                WL_MAX_LABELS);
+			a->n_labels++;
+		}
+		a->labels[j] = mine[i];
+	}
+	return 0;
+}
+
 static int parse_valid_attachments(struct cni_conf *c, struct cni_error *e)
 {
 	json_t *arr = json_object_get(c->root, "cni.dev/valid-attachments");
@@ -534,6 +610,7 @@ int cni_conf_parse(const char *buf, size_t len, enum cni_cmd cmd, struct cni_con
 	strcpy(c->state_dir, "/run/ambit/cni");
 	strcpy(c->sa, "default");
 	c->timeout_ms = 2000;
+	c->conf_args.enroll = -1;
 
 	if (cmd == CNI_CMD_VERSION) {
 		/* VERSION reads only cniVersion, and tolerates anything else:
@@ -620,7 +697,8 @@ int cni_conf_parse(const char *buf, size_t len, enum cni_cmd cmd, struct cni_con
 	    get_names(c->root, "enrollNamespaces", c->enroll_ns, &c->n_enroll_ns, &c->has_enroll_ns,
 	              e) ||
 	    parse_labels_obj(json_object_get(c->root, "labels"), c->labels, &c->n_labels, e) ||
-	    parse_redirect(json_object_get(c->root, "redirect"), &c->redirect, e))
+	    parse_redirect(json_object_get(c->root, "redirect"), &c->redirect, e) ||
+	    parse_conf_args(json_object_get(c->root, "args"), &c->conf_args, e))
 		return -1;
 	v = json_object_get(c->root, "prevResult");
 	if (v && !json_is_object(v))

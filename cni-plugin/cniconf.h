@@ -128,6 +128,10 @@ struct cni_conf {
 	char sa[WL_NAME_MAX];
 	unsigned n_labels;
 	struct wl_label labels[WL_MAX_LABELS];
+	/* AMBIT_* keys of "args": {"cni": {...}} (CNI conventions; what
+	 * Multus fills from a pod's cni-args).  Below CNI_ARGS, above the
+	 * static keys: see cni_args_merge. */
+	struct cni_args conf_args;
 	/* Only the exclude lists are filled; ports and marks stay zero. */
 	struct redirect_opts redirect;
 	json_t *prev_result; /* borrowed from root; NULL when absent */
@@ -153,6 +157,12 @@ void cni_conf_free(struct cni_conf *c);
  * prevResult, or when it is missing or yields no IP.  Returns 0 or -1. */
 int cni_prev_ips(const struct cni_conf *c, struct wl_ip *ips, unsigned *n, unsigned *dropped,
                  struct cni_error *e);
+
+/* Complete @a (from CNI_ARGS) with @lower (the config's args.cni): the
+ * service account and the enrollment switch when @a has none, labels
+ * merged key by key with @a's winning.  Returns 0 or -1 (code 4: more
+ * than WL_MAX_LABELS labels). */
+int cni_args_merge(struct cni_args *a, const struct cni_args *lower, struct cni_error *e);
 
 /* Whether a pod is enrolled, from config and CNI_ARGS alone (host-network
  * detection needs the system and lives in plugin.c).  In order:

@@ -201,7 +201,7 @@ static int cmd_add(const struct cni_env *env, const struct cni_conf *c, json_t *
 	double t0 = now_ms(), t_state, t_ack;
 	int fd = -1, host, installed = 0, recorded = 0, r, rr, ret = -1;
 
-	if (cni_args_parse(env->args, &a, e))
+	if (cni_args_parse(env->args, &a, e) || cni_args_merge(&a, &c->conf_args, e))
 		return -1;
 	if (!c->prev_result)
 		return cni_fail(e, CNI_ERR_CONFIG,
@@ -421,7 +421,7 @@ static int cmd_check(const struct cni_env *env, const struct cni_conf *c, struct
 	size_t i;
 	int fd, host, r, found = 0, ret = -1;
 
-	if (cni_args_parse(env->args, &a, e))
+	if (cni_args_parse(env->args, &a, e) || cni_args_merge(&a, &c->conf_args, e))
 		return -1;
 	if (!c->prev_result)
 		return cni_fail(e, CNI_ERR_CONFIG,

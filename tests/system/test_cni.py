@@ -674,6 +674,22 @@ def test_chain_traffic_through_node_proxy(proxied, topo, bins, tmp):
     assert state_files(tmp) == []
 
 
+def test_chain_identity_from_conf_args(proxied, topo, bins, tmp):
+    # What Multus does with a pod's cni-args: "args": {"cni": {...}} in the
+    # plugin's config.  CNI_ARGS still wins where both are given.
+    n1, proxy = proxied
+    plug = [ambit_plugin(proxy, tmp, serviceAccount="static", labels={"team": "t"},
+                         args={"cni": {"AMBIT_SERVICE_ACCOUNT": "from-args",
+                                       "AMBIT_LABELS": {"app": "args", "v": "1"}}})]
+    a = topo.add_pod(n1, "a", extra_plugins=plug, cni_args={"AMBIT_LABELS": "v:2"})
+    w = proxy.workloads()[a.cni_args["K8S_POD_UID"]]
+    assert w["service_account"] == "from-args"
+    assert w["labels"] == {"team": "t", "app": "args", "v": "2"}
+    plug[0]["args"]["cni"]["AMBIT_ENROLL"] = False
+    b = topo.add_pod(n1, "b", extra_plugins=plug)
+    assert b.cni_args["K8S_POD_UID"] not in proxy.workloads()
+
+
 def test_chain_opt_out_not_captured(proxied, topo, bins, tmp):
     n1, proxy = proxied
     plug = [ambit_plugin(proxy, tmp)]

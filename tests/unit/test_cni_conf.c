@@ -657,6 +657,78 @@ static void test_workload_build(void **state)
 	free_conf(c);
 }
 
+static void test_conf_args_cni(void **state)
+{
+	struct cni_conf *c = new_conf();
+	struct cni_args a;
+	struct cni_error e;
+	const char *why;
+
+	(void)state;
+	assert_int_equal(parse("{\"cniVersion\":\"1.0.0\",\"type\":\"t\",\"args\":{\"cni\":{"
+	                       "\"AMBIT_SERVICE_ACCOUNT\":\"web\",\"AMBIT_ENROLL\":false,"
+	                       "\"AMBIT_LABELS\":{\"app\":\"conf\",\"tier\":\"fe\"},"
+	                       "\"other\":[1,2]}}}",
+	                       CNI_CMD_ADD, c, &e),
+	                 0);
+	assert_string_equal(c->conf_args.sa, "web");
+	assert_int_equal(c->conf_args.enroll, 0);
+	assert_int_equal(c->conf_args.n_labels, 2);
+	/* CNI_ARGS wins, key by key. */
+	assert_int_equal(cni_args_parse("AMBIT_LABELS=app:env,v:1", &a, &e), 0);
+	assert_int_equal(cni_args_merge(&a, &c->conf_args, &e), 0);
+	assert_string_equal(a.sa, "web");
+	assert_int_equal(a.enroll, 0);
+	assert_int_equal(cni_enroll_decision(c, &a, &why), 0);
+	assert_int_equal(a.n_labels, 3);
+	assert_string_equal(a.labels[0].key, "app");
+	assert_string_equal(a.labels[0].val, "env");
+	assert_string_equal(a.labels[1].key, "tier");
+	assert_string_equal(a.labels[2].key, "v");
+	assert_int_equal(cni_args_parse("AMBIT_ENROLL=true;AMBIT_SERVICE_ACCOUNT=x", &a, &e), 0);
+	assert_int_equal(cni_args_merge(&a, &c->conf_args, &e), 0);
+	assert_int_equal(a.enroll, 1);
+	assert_string_equal(a.sa, "x");
+	cni_conf_free(c);
+
+	/* string form, and no args at all */
+	assert_int_equal(parse("{\"cniVersion\":\"1.0.0\",\"type\":\"t\",\"args\":{\"cni\":{"
+	                       "\"AMBIT_LABELS\":\"a:1,b:2\",\"AMBIT_ENROLL\":\"yes\"}}}",
+	                       CNI_CMD_ADD, c, &e),
+	                 0);
+	assert_int_equal(c->conf_args.n_labels, 2);
+	assert_int_equal(c->conf_args.enroll, 1);
+	cni_conf_free(c);
+	assert_int_equal(parse("{\"cniVersion\":\"1.0.0\",\"type\":\"t\"}", CNI_CMD_ADD, c, &e), 0);
+	assert_int_equal(c->conf_args.enroll, -1);
+	assert_int_equal(cni_args_parse("", &a, &e), 0);
+	assert_int_equal(cni_args_merge(&a, &c->conf_args, &e), 0);
+	assert_int_equal(a.enroll, -1);
+	assert_int_equal(a.n_labels, 0);
+	cni_conf_free(c);
+
+	/* wrong types are config errors */
+	static const char *const bad[] = {
+		"{\"cniVersion\":\"1.0.0\",\"type\":\"t\",\"args\":[]}",
+		"{\"cniVersion\":\"1.0.0\",\"type\":\"t\",\"args\":{\"cni\":1}}",
+		"{\"cniVersion\":\"1.0.0\",\"type\":\"t\",\"args\":{\"cni\":"
+		"{\"AMBIT_ENROLL\":\"maybe\"}}}",
+		"{\"cniVersion\":\"1.0.0\",\"type\":\"t\",\"args\":{\"cni\":"
+		"{\"AMBIT_SERVICE_ACCOUNT\":\"a b\"}}}",
+		"{\"cniVersion\":\"1.0.0\",\"type\":\"t\",\"args\":{\"cni\":"
+		"{\"AMBIT_LABELS\":[\"a\"]}}}",
+		"{\"cniVersion\":\"1.0.0\",\"type\":\"t\",\"args\":{\"cni\":"
+		"{\"AMBIT_LABELS\":\"novalue\"}}}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		e.code = 0;
+		if (parse(bad[i], CNI_CMD_ADD, c, &e) != -1 || e.code != CNI_ERR_CONFIG)
+			fail_msg("case %zu accepted: %s", i, bad[i]);
+		cni_conf_free(c);
+	}
+	free_conf(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -681,6 +753,7 @@ int main(void)
 		cmocka_unit_test(test_prev_ips_cap),
 		cmocka_unit_test(test_enroll_decision),
 		cmocka_unit_test(test_workload_build),
+		cmocka_unit_test(test_conf_args_cni),
 	};
 
 	return cmocka_run_group_tests_name("cni_conf", tests, NULL, NULL);
