@@ -27,6 +27,7 @@ void config_defaults(struct np_config *c)
 	c->buf_size = 32768;
 	c->buf_count = 256;
 	c->queue_high = 4;
+	c->recv_multishot = 1;
 	c->max_conns = 16384;
 	c->backlog = 4096;
 	c->ring_entries = 1024;
@@ -121,6 +122,7 @@ static const struct key keys[] = {
 	{ "buffers", "size", K_UINT, F(buf_size), 1024, 1 << 20 },
 	{ "buffers", "count", K_UINT, F(buf_count), 8, 32768 },
 	{ "buffers", "queue_high", K_UINT, F(queue_high), 1, 64 },
+	{ "buffers", "recv_multishot", K_BOOL, F(recv_multishot), 0, 0 },
 	{ "pool", "connections", K_UINT, F(max_conns), 1, 1 << 20 },
 	{ "pool", "backlog", K_UINT, F(backlog), 1, 65535 },
 	{ "pool", "ring_entries", K_UINT, F(ring_entries), 64, 32768 },

@@ -29,6 +29,7 @@ struct np_config {
 	unsigned buf_size;   /* bytes per provided receive buffer */
 	unsigned buf_count;  /* buffers per worker, power of two */
 	unsigned queue_high; /* buffers queued per direction before reads pause */
+	int recv_multishot;  /* multishot recv (else one recv per buffer: strict bound) */
 	/* [pool] */
 	unsigned max_conns;    /* proxied connections per worker */
 	unsigned backlog;      /* listen() backlog */

@@ -106,7 +106,10 @@ static void arm_recv(struct worker *w, struct conn *c, unsigned s)
 {
 	struct io_uring_sqe *sqe = conn_sqe(w, c, OP_RECV, s);
 
-	io_uring_prep_recv_multishot(sqe, c->ep[s].fd, NULL, 0, 0);
+	if (w->cfg.recv_multishot)
+		io_uring_prep_recv_multishot(sqe, c->ep[s].fd, NULL, 0, 0);
+	else
+		io_uring_prep_recv(sqe, c->ep[s].fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BGID;
 	c->ep[s].recv_armed = 1;
@@ -240,6 +243,11 @@ void conn_step(struct worker *w, struct conn *c)
 	if (c->state != CS_OPEN)
 		return;
 
+	/* Once half the worker's buffers sit in queues, every direction is
+	 * held to one queued buffer, so connections whose receiver stalled
+	 * cannot starve the others of buffers. */
+	unsigned high = w->bufs_held * 2 >= w->cfg.buf_count ? 1 : w->cfg.queue_high;
+
 	for (unsigned s = 0; s < 2; s++) {
 		struct dir *d = &c->dir[s];
 		struct endpoint *src = &c->ep[s], *dst = &c->ep[!s];
@@ -256,9 +264,9 @@ void conn_step(struct worker *w, struct conn *c)
 		/* Backpressure: read from src only while the queue toward dst is
 		 * short.  A multishot recv cannot be paused, only cancelled. */
 		if (src->recv_armed) {
-			if (d->qlen >= w->cfg.queue_high && !src->cancel_sent)
+			if (d->qlen >= high && !src->cancel_sent)
 				cancel_recv(w, c, s);
-		} else if (!src->eof && !src->nobufs && d->qlen < w->cfg.queue_high) {
+		} else if (!src->eof && !src->nobufs && d->qlen < high) {
 			arm_recv(w, c, s);
 		}
 	}
@@ -371,8 +379,12 @@ void conn_on_cqe(struct worker *w, struct conn *c, enum op op, unsigned s,
 	case OP_SHUTDOWN:
 		c->ep[s].shut_done = 1;
 		break;
-	case OP_LINK_TIMEOUT:
 	case OP_CANCEL:
+		if (cqe->res)
+			log_debug("event=cancel_result conn=%u side=%u res=%d armed=%d qlen=%u",
+			          c->idx, s, cqe->res, c->ep[s].recv_armed, c->dir[s].qlen);
+		break;
+	case OP_LINK_TIMEOUT:
 	default:
 		break;
 	}

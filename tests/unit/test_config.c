@@ -60,18 +60,19 @@ static void test_good_file(void **state)
 	char err[256] = "";
 
 	(void)state;
-	assert_int_equal(load("; comment\n"
-	                      "[proxy]\nworkers = 3\nlog_level = debug\npreserve_source = true\n"
-	                      "cpu_affinity = yes\n"
-	                      "[ports]\noutbound = 16001\ninbound=16006\nhbone = 16008\n"
-	                      "admin = 16000\nreadiness = 16021\n"
-	                      "[buffers]\nsize = 65536\ncount = 512\nqueue_high = 8\n"
-	                      "[pool]\nconnections = 1000\nbacklog = 128\nring_entries = 2048\n"
-	                      "[timeouts]\nconnect = 250ms\nidle = 2m\ndrain = 1h\n"
-	                      "[marks]\nproxy = 0x540\ntransparent = 273\n"
-	                      "[paths]\ncontrol_socket = /tmp/x.sock\nstate_file = /tmp/x.state\n",
-	                      &c, err, sizeof(err)),
-	                 0);
+	assert_int_equal(
+	    load("; comment\n"
+	         "[proxy]\nworkers = 3\nlog_level = debug\npreserve_source = true\n"
+	         "cpu_affinity = yes\n"
+	         "[ports]\noutbound = 16001\ninbound=16006\nhbone = 16008\n"
+	         "admin = 16000\nreadiness = 16021\n"
+	         "[buffers]\nsize = 65536\ncount = 512\nqueue_high = 8\nrecv_multishot = off\n"
+	         "[pool]\nconnections = 1000\nbacklog = 128\nring_entries = 2048\n"
+	         "[timeouts]\nconnect = 250ms\nidle = 2m\ndrain = 1h\n"
+	         "[marks]\nproxy = 0x540\ntransparent = 273\n"
+	         "[paths]\ncontrol_socket = /tmp/x.sock\nstate_file = /tmp/x.state\n",
+	         &c, err, sizeof(err)),
+	    0);
 	assert_string_equal(err, "");
 	assert_int_equal(c.workers, 3);
 	assert_int_equal(c.log_level, LOG_LVL_DEBUG);
@@ -85,6 +86,7 @@ static void test_good_file(void **state)
 	assert_int_equal(c.buf_size, 65536);
 	assert_int_equal(c.buf_count, 512);
 	assert_int_equal(c.queue_high, 8);
+	assert_int_equal(c.recv_multishot, 0);
 	assert_int_equal(c.max_conns, 1000);
 	assert_int_equal(c.backlog, 128);
 	assert_int_equal(c.ring_entries, 2048);
