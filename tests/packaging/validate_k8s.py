@@ -310,6 +310,19 @@ def check_pod(src, doc, objs, rules, ini, rep):
     for v in volumes:
         if v not in used:
             rep.add(where, f"volume {v!r} is mounted by no container")
+    allowed_hp = rules.get("host_paths") or {}
+    for vname, v in volumes.items():
+        hp = get(v, "hostPath.path")
+        if hp is None:
+            continue
+        if hp not in allowed_hp:
+            rep.add(where, f"volume {vname}: hostPath {hp} is not an allowed host directory")
+        elif allowed_hp[hp] == "ro":
+            for group, c in containers:
+                for m in c.get("volumeMounts") or []:
+                    if m.get("name") == vname and not m.get("readOnly"):
+                        rep.add(f"{where} {group}/{c.get('name')}",
+                                f"hostPath {hp} must be mounted readOnly")
     for vname, v in volumes.items():
         if "configMap" in v:
             cm = objs.get(("ConfigMap", get(v, "configMap.name")))

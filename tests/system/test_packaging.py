@@ -109,6 +109,10 @@ BREAKAGES = {
                     "/run/netns needs mountPropagation HostToContainer"),
     "wrong-hostpath": (DS, "path: /var/lib/ambit", "path: /tmp/ambit",
                        "/var/lib/ambit must be hostPath /var/lib/ambit"),
+    "hostpath-root": (DS, "path: /var/lib/ambit", "path: /", "hostPath / is not an allowed host directory"),
+    "netns-writable": (DS, "mountPropagation: HostToContainer\n              readOnly: true",
+                       "mountPropagation: HostToContainer\n              readOnly: false",
+                       "hostPath /run/netns must be mounted readOnly"),
     "no-resources": (DS, "              cpu: 100m\n              memory: 64Mi\n            limits:\n"
                          "              cpu: \"2\"\n              memory: 512Mi\n",
                      "              cpu: 100m\n              memory: 64Mi\n",
@@ -648,3 +652,93 @@ def test_enroll_usage_errors(bins, tmp_path):
     r = subprocess.run(["sh", script, "add", "--netns", str(tmp_path / "nope")], env=env,
                        capture_output=True, text=True)
     assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+@pytest.mark.timeout(120)
+def test_uninstall_removes_rules_of_served_pods(topo, bins, tmp_path):
+    """The uninstall DaemonSet's script: un-chains the plugin and removes
+    the capture rules of every pod the running node-proxy lists, so their
+    traffic goes direct before node-proxy is deleted."""
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv not installed")
+    n1 = topo.add_node("n1")
+    a = topo.add_pod(n1, "a")
+    b = topo.add_pod(n1, "b")
+    proc, sock = _serve(topo, bins, n1)
+    for p in (a, b):
+        _enroll(bins, n1, sock, "add", "--netns", p.path, "--name", p.name)
+        assert n1.run([str(bins / "ambit-redirect"), "check", "--netns", p.path],
+                      check=False).returncode == 0
+    src = _image_dir(bins, tmp_path)
+    host = tmp_path / "host"
+    (host / "bin").mkdir(parents=True)
+    (host / "net.d").mkdir()
+    primary = host / "net.d" / "10-podnet.conflist"
+    primary.write_text(json.dumps(PRIMARY))
+    pc = tmp_path / "p.json"
+    pc.write_text(configmap("ambit-node-proxy")["ambit-cni.plugin.json"])
+    env = _install_env(src, host, pc)
+    subprocess.run(["sh", str(K8S / "install-cni.sh")], env=env, check=True, capture_output=True)
+    env["CONTROL_SOCKET"] = sock
+    r = n1.run(["env"] + [f"{k}={env[k]}" for k in ("CNI_BIN_DIR", "CNI_CONF_DIR", "SRC_DIR",
+                                                      "CONTROL_SOCKET")]
+               + ["sh", str(K8S / "install-cni.sh"), "uninstall", "--remove-rules"])
+    assert r.stderr.count("capture rules removed") == 2, r.stderr
+    for p in (a, b):
+        assert n1.run([str(bins / "ambit-redirect"), "check", "--netns", p.path],
+                      check=False).returncode != 0
+    assert json.loads(primary.read_text()) == PRIMARY
+    http_server(b, 8080, body="direct")
+    before = _stats(n1)["accepted"]
+    assert "direct" in a.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/"]).stdout
+    assert _stats(n1)["accepted"] == before, "traffic still went through node-proxy"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+
+
+def test_prestop_hook_reaches_admin_port(topo, bins):
+    """The DaemonSet's preStop command, run by bash as the kubelet would
+    (exec in the container, host network), reaches node-proxy's admin port
+    with a well-formed request and always exits 0.  When node-proxy has
+    /quitquitquit, it must then drain and exit 0 by itself."""
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv not installed")
+    ds = yaml.safe_load((K8S / DS).read_text())
+    c = ds["spec"]["template"]["spec"]["containers"][0]
+    cmd = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert cmd[0] == "/bin/bash"
+    n1 = topo.add_node("n1")
+    proc, sock = _serve(topo, bins, n1)
+    shown = cmd[:-1] + [cmd[-1].replace(">/dev/null", "")]
+    r = n1.run(shown, check=False, timeout=10)
+    assert r.returncode == 0
+    status = r.stdout.split("\r\n", 1)[0]
+    assert status.startswith("HTTP/1."), r.stdout
+    if " 200" in status:
+        assert proc.wait(timeout=40) == 0, topo.log(proc)
+    else:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    # no admin port: the hook still exits 0 (SIGTERM drains anyway)
+    assert n1.run(cmd, check=False, timeout=10).returncode == 0
+
+
+def test_policy_configmaps_pass_check_config(bins, tmp_path):
+    """The policies and services shipped in the ConfigMaps, written out as
+    the kubelet mounts them, pass node-proxy's own offline validation."""
+    np = str(bins / "ambit-node-proxy")
+    dirs = {}
+    for cm, kind in (("ambit-policies", "-p"), ("ambit-services", "-s")):
+        d = tmp_path / cm
+        d.mkdir()
+        for k, v in configmap(cm).items():
+            (d / k).write_text(v)
+        dirs[kind] = d
+    r = subprocess.run([np, "check-config", "-p", str(dirs["-p"]), "-s", str(dirs["-s"])],
+                       capture_output=True, text=True)
+    if r.returncode == 2 and "check-config" not in r.stdout + r.stderr:
+        pytest.skip("ambit-node-proxy has no check-config command yet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (dirs["-p"] / "99-bad.ini").write_text("[policy broken]\nnamespace = shop\naction = allow\n")
+    r = subprocess.run([np, "check-config", "-p", str(dirs["-p"])], capture_output=True, text=True)
+    assert r.returncode == 1 and "99-bad.ini" in r.stderr, r.stdout + r.stderr
