@@ -331,6 +331,14 @@ const char *policy_reason_str(enum policy_reason r)
 	return "?";
 }
 
+int policy_principal_of(const struct workload *w, const char *trust_domain, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "spiffe://%s/ns/%s/sa/%s", trust_domain, w->ns,
+	                 w->sa[0] ? w->sa : "default");
+
+	return n < 0 || (size_t)n >= len ? -ENOSPC : 0;
+}
+
 /* --- lifetime --------------------------------------------------------- */
 
 static void policy_free(struct policy *p)

@@ -74,6 +74,10 @@ int policy_load_dir(const char *dir, const char *root_ns, struct policy_set **ou
 int policy_load_buf(const char *file, const char *buf, size_t len, const char *root_ns,
                     struct policy_set **out, struct conf_errors *err);
 
+/* "spiffe://TD/ns/NS/sa/SA" of @w into @buf: the identity the data plane
+ * expects from an endpoint.  0, or -ENOSPC if @len is too small. */
+int policy_principal_of(const struct workload *w, const char *trust_domain, char *buf, size_t len);
+
 struct policy_set *policy_set_get(struct policy_set *ps); /* NULL-safe, returns @ps */
 void policy_set_put(struct policy_set *ps);               /* NULL-safe */
 unsigned policy_set_count(const struct policy_set *ps);   /* policies + peer_authentications */

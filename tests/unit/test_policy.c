@@ -350,12 +350,44 @@ static void test_refcount(void **state)
 	assert_null(policy_set_get(NULL));
 }
 
+/* The identity of a workload, as principals match it. */
+static void test_principal_of(void **state)
+{
+	struct workload w;
+	char buf[128], small[16];
+	struct policy_set *ps = NULL;
+	struct conf_errors e;
+	struct policy_conn c = { .dst_port = 80 };
+	struct policy_verdict v;
+
+	(void)state;
+	make_wl(W_BACKEND, &w);
+	snprintf(w.sa, sizeof(w.sa), "frontend");
+	assert_int_equal(policy_principal_of(&w, "cluster.local", buf, sizeof(buf)), 0);
+	assert_string_equal(buf, FE);
+	assert_int_equal(policy_principal_of(&w, "cluster.local", small, sizeof(small)), -ENOSPC);
+	w.sa[0] = '\0';
+	assert_int_equal(policy_principal_of(&w, "td", buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "spiffe://td/ns/shop/sa/default");
+
+	conf_errors_init(&e);
+	assert_int_equal(
+	    policy_load_buf("p.ini", ALLOW_FRONTEND, strlen(ALLOW_FRONTEND), NULL, &ps, &e), 0);
+	make_wl(W_BACKEND, &w);
+	snprintf(w.sa, sizeof(w.sa), "frontend");
+	assert_int_equal(policy_principal_of(&w, "cluster.local", buf, sizeof(buf)), 0);
+	c.src_principal = buf;
+	assert_int_equal(policy_eval(ps, &w, &c, &v), 0);
+	policy_set_put(ps);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_many_namespaces),
 		cmocka_unit_test(test_refcount),
+		cmocka_unit_test(test_principal_of),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
