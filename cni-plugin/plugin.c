@@ -343,8 +343,11 @@ static int cmd_del(const struct cni_env *env, const struct cni_conf *c, struct c
 	         : a.pod_uid[0] ? a.pod_uid
 	                        : env->container_id);
 
-	/* Rules only in a network namespace other than ours. */
-	if (env->netns[0]) {
+	/* Rules only in a network namespace other than ours, and only when
+	 * this network installed them: every enrolled attachment has a record
+	 * (written before its rules), a skipped one has none.  Without a
+	 * readable stateDir, remove anyway. */
+	if (env->netns[0] && (have_state || sd.dirfd < 0)) {
 		int fd = open(env->netns, O_RDONLY | O_CLOEXEC);
 
 		if (fd >= 0) {
