@@ -4,7 +4,10 @@
  *
  * Memory is fixed at init: the series table (max_series entries, each label
  * string allocated once when interned and kept for the process lifetime),
- * its hash index (power of two, at most half full, so a probe always ends),
+ * its two hash indexes (by raw key for the per-connection lookup, by
+ * rendered labels so two raw keys that render alike - "unknown" and "", or
+ * two invalid bytes that both become U+FFFD - share one series; power of
+ * two, at most half full, so a probe always ends),
  * and (max_workers + 1) shards; the extra shard takes metrics_ctr_add_any
  * from threads that are not workers.
  */
@@ -23,9 +26,12 @@
 #define NAME_MAX_LEN 128
 
 struct series {
-	char *labels;    /* rendered label pairs, no braces; owned */
-	uint32_t len;    /* strlen(labels) */
-	uint32_t hash;   /* FNV-1a of labels */
+	char *labels;  /* rendered label pairs, no braces; owned (one block with key) */
+	char *key;     /* raw values (see raw_key), for the fast lookup */
+	uint32_t len;  /* strlen(labels) */
+	uint32_t hash; /* label_hash of labels */
+	uint32_t key_len;
+	uint32_t key_hash;
 	uint32_t rf_off; /* the response_flags value inside labels */
 	uint32_t rf_len;
 	uint32_t rflags;
@@ -66,7 +72,8 @@ static struct {
 	struct metrics_shard *shards; /* [max_workers + 1]; the last is shared */
 	struct series *series;
 	uint32_t n_series; /* atomic; entries below it are immutable */
-	uint32_t *index;   /* hash index: 0 empty, else id + 1; atomic */
+	uint32_t *index;   /* by rendered labels: 0 empty, else id + 1; atomic */
+	uint32_t *kindex;  /* by raw key, same encoding */
 	uint32_t index_mask;
 	uint64_t dropped; /* atomic */
 	pthread_mutex_t lock;
@@ -147,16 +154,27 @@ const char *metrics_rflags_str(uint32_t flags, char *buf)
 	return buf;
 }
 
-static uint32_t fnv1a(const char *s, size_t n)
+/* Word-at-a-time multiplicative hash: label strings are ~700 bytes and a
+ * byte-serial hash (FNV) cost a microsecond per connection. */
+static uint32_t label_hash(const char *s, size_t n)
 {
-	uint32_t h = 2166136261u;
+	uint64_t h = 0x9e3779b97f4a7c15ull ^ n, w;
 	size_t i;
 
-	for (i = 0; i < n; i++) {
-		h ^= (uint8_t)s[i];
-		h *= 16777619u;
+	for (i = 0; i + 8 <= n; i += 8) {
+		memcpy(&w, s + i, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdull;
+		h ^= h >> 32;
 	}
-	return h;
+	if (i < n) {
+		w = 0;
+		memcpy(&w, s + i, n - i);
+		h = (h ^ w) * 0xff51afd7ed558ccdull;
+	}
+	h ^= h >> 29;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 32;
+	return (uint32_t)h;
 }
 
 /* --- series ------------------------------------------------------------ */
@@ -207,56 +225,102 @@ static void build_labels(struct pt_buf *b, const struct metrics_labels *l, uint3
 	put_pair(b, "connection_security_policy", l ? security_str(l->security) : "overflow");
 }
 
-static int series_eq(const struct series *s, const char *labels, size_t len, uint32_t h)
+/*
+ * Raw key: reporter, security, response flags (4 bytes, little endian, at
+ * RK_FLAGS), then each label value as given (NULL as "", cut at
+ * METRICS_LABEL_MAX bytes) followed by a NUL, which no C string contains,
+ * so the encoding is unambiguous.  Cheap to build: no escaping.
+ */
+#define RK_FLAGS 2
+#define RK_MAX   (6 + ML__COUNT * (METRICS_LABEL_MAX + 1))
+
+static size_t raw_key(char *k, const struct metrics_labels *l)
 {
-	return s->hash == h && s->len == len && memcmp(s->labels, labels, len) == 0;
+	uint32_t f = l->response_flags & RF__ALL;
+	size_t n = 6, vl;
+	int i;
+
+	k[0] = (char)l->reporter;
+	k[1] = (char)l->security;
+	k[2] = (char)f;
+	k[3] = (char)(f >> 8);
+	k[4] = (char)(f >> 16);
+	k[5] = (char)(f >> 24);
+	for (i = 0; i < ML__COUNT; i++) {
+		const char *v = l->v[i] ? l->v[i] : "";
+
+		vl = strnlen(v, METRICS_LABEL_MAX);
+		memcpy(k + n, v, vl);
+		n += vl;
+		k[n++] = '\0';
+	}
+	return n;
 }
 
-/* Lock-free probe: the id of @labels, or 0 when absent. */
-static uint32_t index_find(const char *labels, size_t len, uint32_t h)
+/* Lock-free probe of @idx: the id whose (key or labels) equal @s, or 0. */
+static uint32_t index_find(const uint32_t *idx, int by_key, const char *s, size_t len, uint32_t h)
 {
+	const struct series *e;
 	uint32_t i, v;
 
 	for (i = h & M.index_mask;; i = (i + 1) & M.index_mask) {
-		v = __atomic_load_n(&M.index[i], __ATOMIC_ACQUIRE);
+		v = __atomic_load_n(&idx[i], __ATOMIC_ACQUIRE);
 		if (!v)
 			return 0;
-		if (series_eq(&M.series[v - 1], labels, len, h))
+		e = &M.series[v - 1];
+		if (by_key ? (e->key_hash == h && e->key_len == len && !memcmp(e->key, s, len))
+		           : (e->hash == h && e->len == len && !memcmp(e->labels, s, len)))
 			return v - 1;
 	}
 }
 
-static uint32_t intern(const char *labels, size_t len, uint32_t rf_off, uint32_t rf_len,
-                       uint32_t rflags)
+static void index_put(uint32_t *idx, uint32_t h, uint32_t id)
 {
-	uint32_t h = fnv1a(labels, len), id, i;
-	struct series *s;
+	uint32_t i;
 
-	id = index_find(labels, len, h);
-	if (id)
-		return id;
+	for (i = h & M.index_mask; idx[i]; i = (i + 1) & M.index_mask)
+		;
+	__atomic_store_n(&idx[i], id + 1, __ATOMIC_RELEASE);
+}
+
+/* Slow path, on a raw-key miss: find by rendered labels or add.  @labels
+ * is the rendered string. */
+static uint32_t intern(const char *key, size_t klen, uint32_t kh, const char *labels, size_t len,
+                       uint32_t rf_off, uint32_t rf_len, uint32_t rflags)
+{
+	uint32_t h = label_hash(labels, len), id;
+	struct series *s;
+	char *blk;
+
 	pthread_mutex_lock(&M.lock);
-	id = index_find(labels, len, h); /* lost a race to another thread? */
+	id = index_find(M.kindex, 1, key, klen, kh); /* lost a race to another thread? */
+	if (id)
+		goto out;
+	id = index_find(M.index, 0, labels, len, h); /* renders like a known one */
 	if (id)
 		goto out;
 	id = __atomic_load_n(&M.n_series, __ATOMIC_RELAXED);
 	if (id >= M.max_series)
 		goto full;
-	s = &M.series[id];
-	s->labels = malloc(len + 1);
-	if (!s->labels)
+	blk = malloc(len + 1 + klen);
+	if (!blk)
 		goto full;
-	memcpy(s->labels, labels, len);
-	s->labels[len] = '\0';
+	s = &M.series[id];
+	s->labels = blk;
+	memcpy(blk, labels, len);
+	blk[len] = '\0';
+	s->key = blk + len + 1;
+	memcpy(s->key, key, klen);
 	s->len = (uint32_t)len;
 	s->hash = h;
+	s->key_len = (uint32_t)klen;
+	s->key_hash = kh;
 	s->rf_off = rf_off;
 	s->rf_len = rf_len;
 	s->rflags = rflags;
 	__atomic_store_n(&M.n_series, id + 1, __ATOMIC_RELEASE);
-	for (i = h & M.index_mask; M.index[i]; i = (i + 1) & M.index_mask)
-		;
-	__atomic_store_n(&M.index[i], id + 1, __ATOMIC_RELEASE);
+	index_put(M.index, h, id);
+	index_put(M.kindex, kh, id);
 out:
 	pthread_mutex_unlock(&M.lock);
 	return id;
@@ -268,15 +332,22 @@ full:
 
 uint32_t metrics_series(const struct metrics_labels *l)
 {
+	char key[RK_MAX];
 	struct pt_buf b;
-	uint32_t off, len, id;
+	uint32_t off, len, id, kh;
+	size_t klen;
 
 	if (!M.inited || !l)
 		return METRICS_SERIES_OVERFLOW;
+	klen = raw_key(key, l);
+	kh = label_hash(key, klen);
+	id = index_find(M.kindex, 1, key, klen, kh);
+	if (id)
+		return id;
 	pt_init(&b);
 	build_labels(&b, l, &off, &len);
 	id = b.err ? METRICS_SERIES_OVERFLOW
-	           : intern(b.p, b.len, off, len, l->response_flags & RF__ALL);
+	           : intern(key, klen, kh, b.p, b.len, off, len, l->response_flags & RF__ALL);
 	pt_free(&b);
 	return id;
 }
@@ -284,9 +355,9 @@ uint32_t metrics_series(const struct metrics_labels *l)
 uint32_t metrics_series_flags(uint32_t id, uint32_t flags)
 {
 	const struct series *s;
-	char rf[RF_STR_MAX];
+	char rf[RF_STR_MAX], key[RK_MAX];
 	struct pt_buf b;
-	uint32_t nid;
+	uint32_t nid, kh;
 
 	flags &= RF__ALL;
 	if (!M.inited || id == METRICS_SERIES_OVERFLOW ||
@@ -295,13 +366,23 @@ uint32_t metrics_series_flags(uint32_t id, uint32_t flags)
 	s = &M.series[id];
 	if (s->rflags == flags)
 		return id;
+	memcpy(key, s->key, s->key_len);
+	key[RK_FLAGS] = (char)flags;
+	key[RK_FLAGS + 1] = (char)(flags >> 8);
+	key[RK_FLAGS + 2] = (char)(flags >> 16);
+	key[RK_FLAGS + 3] = (char)(flags >> 24);
+	kh = label_hash(key, s->key_len);
+	nid = index_find(M.kindex, 1, key, s->key_len, kh);
+	if (nid)
+		return nid;
 	metrics_rflags_str(flags, rf);
 	pt_init(&b);
 	pt_putn(&b, s->labels, s->rf_off);
 	pt_puts(&b, rf);
 	pt_putn(&b, s->labels + s->rf_off + s->rf_len, s->len - s->rf_off - s->rf_len);
-	nid = b.err ? METRICS_SERIES_OVERFLOW
-	            : intern(b.p, b.len, s->rf_off, (uint32_t)strlen(rf), flags);
+	nid = b.err
+	          ? METRICS_SERIES_OVERFLOW
+	          : intern(key, s->key_len, kh, b.p, b.len, s->rf_off, (uint32_t)strlen(rf), flags);
 	pt_free(&b);
 	return nid;
 }
@@ -895,8 +976,9 @@ int metrics_init(unsigned max_workers, uint32_t max_series)
 	M.series = calloc(max_series, sizeof(*M.series));
 	M.index_mask = pow2_at_least((uint64_t)max_series * 2) - 1;
 	M.index = calloc((size_t)M.index_mask + 1, sizeof(*M.index));
+	M.kindex = calloc((size_t)M.index_mask + 1, sizeof(*M.kindex));
 	M.shards = calloc(max_workers + 1, sizeof(*M.shards));
-	if (!M.series || !M.index || !M.shards)
+	if (!M.series || !M.index || !M.kindex || !M.shards)
 		goto fail;
 	for (w = 0; w <= max_workers; w++) {
 		/* Each shard in its own cache lines: no false sharing. */
@@ -918,7 +1000,7 @@ int metrics_init(unsigned max_workers, uint32_t max_series)
 		goto fail_inited;
 	M.series[0].labels = b.p;
 	M.series[0].len = (uint32_t)b.len;
-	M.series[0].hash = fnv1a(b.p, b.len);
+	M.series[0].hash = label_hash(b.p, b.len);
 	M.series[0].rf_off = off;
 	M.series[0].rf_len = len;
 	M.series[0].rflags = UINT32_MAX; /* never equal to real flags */
@@ -947,6 +1029,7 @@ void metrics_fini(void)
 		free(M.series[i].labels);
 	free(M.series);
 	free(M.index);
+	free(M.kindex);
 	if (M.shards) {
 		for (w = 0; w <= M.max_workers; w++) {
 			free(M.shards[w].tcp);
@@ -963,6 +1046,7 @@ void metrics_fini(void)
 	}
 	M.series = NULL;
 	M.index = NULL;
+	M.kindex = NULL;
 	M.shards = NULL;
 	M.n_series = 0;
 	M.n_fam = 0;

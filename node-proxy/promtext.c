@@ -122,13 +122,24 @@ size_t pt_utf8_len(const uint8_t *s, size_t n)
 void pt_label_value(struct pt_buf *b, const char *s, size_t max, const char *dflt)
 {
 	const uint8_t *u;
-	size_t n, i, k;
+	size_t n, i, k, run;
 
 	if (!s || !*s)
 		s = dflt;
 	u = (const uint8_t *)s;
 	n = strnlen(s, max);
 	for (i = 0; i < n;) {
+		/* Copy runs of plain ASCII in one go: label strings are built
+		 * per connection, and byte-at-a-time appends dominated. */
+		for (run = i;
+		     run < n && u[run] >= 0x20 && u[run] < 0x80 && u[run] != '\\' && u[run] != '"';
+		     run++)
+			;
+		if (run > i) {
+			pt_putn(b, s + i, run - i);
+			i = run;
+			continue;
+		}
 		k = pt_utf8_len(u + i, n - i);
 		if (k == 0) {
 			/* Invalid (or cut at @max): one replacement character

@@ -282,6 +282,41 @@ static void test_hostile_label_in_series(void **state)
 	free(text);
 }
 
+/* Two raw label sets that render alike are one series (no duplicate
+ * series in the output), and the flags variant is found again by key. */
+static void test_series_render_alias(void **state)
+{
+	struct metrics_labels l;
+	uint32_t a, b, c, fa, fb;
+
+	(void)state;
+	fill(&l, METRICS_REPORTER_SOURCE, "x\xff", NULL);
+	a = metrics_series(&l);
+	fill(&l, METRICS_REPORTER_SOURCE, "x\xfe", "unknown");
+	b = metrics_series(&l);
+	fill(&l, METRICS_REPORTER_SOURCE, "x\xfe", "");
+	c = metrics_series(&l);
+	assert_int_not_equal(a, METRICS_SERIES_OVERFLOW);
+	assert_int_equal(a, b);
+	assert_int_equal(a, c);
+	assert_int_equal(metrics_series_count(), 2);
+	fa = metrics_series_flags(a, RF_UF);
+	assert_int_not_equal(fa, a);
+	fb = metrics_series_flags(a, RF_UF);
+	assert_int_equal(fa, fb);
+	assert_int_equal(metrics_series_flags(fa, 0), a);
+	l.response_flags = RF_UF;
+	assert_int_equal(metrics_series(&l), fa);
+	assert_int_equal(metrics_series_count(), 3);
+	/* reporter and security are part of the identity */
+	l.reporter = METRICS_REPORTER_DESTINATION;
+	assert_int_not_equal(metrics_series(&l), fa);
+	l.security = METRICS_SEC_NONE;
+	assert_int_equal(metrics_series_count(), 4);
+	assert_int_not_equal(metrics_series(&l), fa);
+	assert_int_equal(metrics_series_count(), 5);
+}
+
 static void test_series_bounded(void **state)
 {
 	struct metrics_labels l;
@@ -554,6 +589,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_own_family_exact, setup, teardown),
 		cmocka_unit_test(test_escaping),
 		cmocka_unit_test_setup_teardown(test_hostile_label_in_series, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_series_render_alias, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_series_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_children_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_register_errors, setup, teardown),

@@ -16,12 +16,14 @@
  *   std                     register the access log's families too
  *   build <version>
  *   render
+ *   bench <iterations>      time the hot-path calls, report ns/op on stdout
  * Each command that fails prints "ERR <line>" on stderr and exits 1.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "node-proxy/accesslog.h"
 #include "node-proxy/metrics.h"
@@ -143,8 +145,123 @@ static struct metrics_shard *shard(const char *w)
 	return s;
 }
 
+static double now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+/* Hot-path costs on this machine: per-packet byte add, per-connection
+ * interning of a known label set, open+close, an access log record, and a
+ * scrape of a full series table. */
+static int bench(unsigned long iters)
+{
+	struct metrics_shard *s = metrics_shard(0);
+	struct metrics_labels l;
+	struct al_record *r;
+	char name[32], *out;
+	unsigned long i;
+	uint32_t id = 0;
+	size_t len;
+	double t;
+	int rc;
+
+	if (!s)
+		return -1;
+	memset(&l, 0, sizeof(l));
+	l.security = METRICS_SEC_MUTUAL_TLS;
+	l.v[ML_SOURCE_WORKLOAD] = "frontend";
+	l.v[ML_SOURCE_WORKLOAD_NAMESPACE] = "shop";
+	l.v[ML_SOURCE_PRINCIPAL] = "spiffe://cluster.local/ns/shop/sa/frontend";
+	l.v[ML_DESTINATION_WORKLOAD] = "backend";
+	l.v[ML_DESTINATION_WORKLOAD_NAMESPACE] = "shop";
+	l.v[ML_DESTINATION_PRINCIPAL] = "spiffe://cluster.local/ns/shop/sa/backend";
+	l.v[ML_DESTINATION_SERVICE] = "backend.shop.svc.cluster.local";
+	id = metrics_series(&l);
+
+	t = now_ns();
+	for (i = 0; i < iters; i++)
+		metrics_tcp_add(s, id, MT_SENT_BYTES, i & 1023);
+	printf("metrics_tcp_add_ns %.2f\n", (now_ns() - t) / (double)iters);
+
+	t = now_ns();
+	for (i = 0; i < iters / 100; i++)
+		id = metrics_series(&l);
+	printf("metrics_series_known_ns %.1f\n", (now_ns() - t) / (double)(iters / 100));
+
+	t = now_ns();
+	for (i = 0; i < iters / 100; i++) {
+		metrics_conn_open(s, id);
+		metrics_conn_close(s, id, 0);
+	}
+	printf("metrics_open_close_ns %.1f\n", (now_ns() - t) / (double)(iters / 100));
+
+	t = now_ns();
+	for (i = 0; i < iters / 100; i++)
+		metrics_conn_close(s, id, RF_UF);
+	printf("metrics_close_with_flags_ns %.1f\n", (now_ns() - t) / (double)(iters / 100));
+
+	rc = accesslog_init(1, 4096, "/dev/null");
+	if (rc)
+		return rc;
+	t = now_ns();
+	for (i = 0; i < iters / 100; i++) {
+		r = accesslog_reserve(0, 0);
+		if (!r)
+			continue;
+		r->req_bytes = i;
+		al_str(r->src.workload, sizeof(r->src.workload), "frontend");
+		al_str(r->dst.workload, sizeof(r->dst.workload), "backend");
+		al_str(r->src.identity, sizeof(r->src.identity), l.v[ML_SOURCE_PRINCIPAL]);
+		accesslog_commit(0);
+	}
+	printf("accesslog_record_ns %.1f\n", (now_ns() - t) / (double)(iters / 100));
+	accesslog_flush(5000);
+	/* writer throughput: fill the ring, wait for it to drain, repeat */
+	t = now_ns();
+	for (i = 0; i < 50 * 4096; i++) {
+		r = accesslog_reserve(0, 0);
+		if (!r) {
+			accesslog_flush(5000);
+			continue;
+		}
+		al_str(r->src.workload, sizeof(r->src.workload), "frontend");
+		al_str(r->src.identity, sizeof(r->src.identity), l.v[ML_SOURCE_PRINCIPAL]);
+		al_str(r->dst.identity, sizeof(r->dst.identity), l.v[ML_DESTINATION_PRINCIPAL]);
+		accesslog_commit(0);
+	}
+	accesslog_flush(5000);
+	printf("accesslog_writer_lines_per_s %.0f\n", 50 * 4096 / ((now_ns() - t) / 1e9));
+	{
+		struct accesslog_stats st;
+
+		accesslog_stats_get(&st);
+		printf("accesslog_written %llu dropped %llu\n", (unsigned long long)st.written,
+		       (unsigned long long)st.dropped);
+	}
+	accesslog_fini();
+
+	for (i = 0; metrics_series_count() < 4096 && i < 100000; i++) {
+		snprintf(name, sizeof(name), "w%lu", i);
+		l.v[ML_SOURCE_WORKLOAD] = name;
+		metrics_conn_open(s, metrics_series(&l));
+	}
+	t = now_ns();
+	rc = metrics_render(&out, &len);
+	if (rc)
+		return rc;
+	printf("render_series %u bytes %zu ms %.1f\n", metrics_series_count(), len,
+	       (now_ns() - t) / 1e6);
+	free(out);
+	return 0;
+}
+
 static int run(char **f, int n)
 {
+	if (!strcmp(f[0], "bench") && n == 2)
+		return bench(strtoul(f[1], NULL, 10));
 	if (!strcmp(f[0], "init"))
 		return n == 3 ? metrics_init((unsigned)atoi(f[1]), (uint32_t)atoi(f[2])) : -1;
 	if (!strcmp(f[0], "series"))
