@@ -539,6 +539,23 @@ def test_add_check_del(proxied, topo, bins, tmp, version):
     assert state_files(tmp) == []
 
 
+def test_add_rules_fail_undoes_registration(proxied, topo, bins, tmp):
+    # The redirector refuses a pod whose loopback is down (captured
+    # connections go through it).  node-proxy was asked concurrently and
+    # acked: the registration must be taken back, nothing left (code 100).
+    n1, proxy = proxied
+    a = topo.add_pod(n1, "a")
+    a.run(["ip", "link", "set", "lo", "down"])
+    r = run_cni(bins, "ADD", conf_for(tmp, prev=a.result, sock=proxy.sock), env=pod_env(a),
+                netns_of=n1)
+    assert r.rc != 0 and r.code == 100, r
+    assert "loopback" in r.json["details"]
+    assert proxy.workloads() == {}
+    assert not has_ambit_table(a)
+    assert "0x111" not in ip_rules(a)
+    assert state_files(tmp) == []
+
+
 def test_check_detects_drift(proxied, topo, bins, tmp):
     n1, proxy = proxied
     a = topo.add_pod(n1, "a")
