@@ -141,7 +141,7 @@ static int spiffe_check(const char *s, size_t len)
 /* The single URI SAN of a DER certificate, which must be a SPIFFE ID.
  * Returns 0, -EBADMSG (unparseable), -EINVAL (none, several, not SPIFFE),
  * -ENOSPC (@outlen too small). */
-static int der_spiffe_id(const uint8_t *der, size_t len, char *out, size_t outlen)
+int tls_spiffe_id_from_der(const uint8_t *der, size_t len, char *out, size_t outlen)
 {
 	DecodedCert dc;
 	DNS_entry *e, *uri = NULL;
@@ -251,11 +251,11 @@ int tls_identity_new(const struct tls_identity_config *cfg, struct tls_identity 
 			goto fail;
 		}
 		leaf_len = (size_t)ret;
-		ret = der_spiffe_id(leaf, leaf_len, id->spiffe_id, sizeof(id->spiffe_id));
+		ret = tls_spiffe_id_from_der(leaf, leaf_len, id->spiffe_id, sizeof(id->spiffe_id));
 	} else {
 		leaf_len = der_seq_len(cfg->chain, cfg->chain_len);
-		ret = leaf_len ? der_spiffe_id(cfg->chain, leaf_len, id->spiffe_id,
-		                               sizeof(id->spiffe_id))
+		ret = leaf_len ? tls_spiffe_id_from_der(cfg->chain, leaf_len, id->spiffe_id,
+		                                        sizeof(id->spiffe_id))
 		               : -EINVAL;
 	}
 	if (ret < 0) {
@@ -490,7 +490,7 @@ static int verify_cb(int preverify, WOLFSSL_X509_STORE_CTX *store)
 		set_fail(c, TLS_FAIL_INTERNAL);
 		return 0;
 	}
-	ret = der_spiffe_id(leaf->buffer, leaf->length, idbuf, SPIFFE_MAX + 1);
+	ret = tls_spiffe_id_from_der(leaf->buffer, leaf->length, idbuf, SPIFFE_MAX + 1);
 	if (ret < 0) {
 		free(idbuf);
 		set_fail(c, ret == -EBADMSG ? TLS_FAIL_BAD_CERT : TLS_FAIL_WRONG_IDENTITY);

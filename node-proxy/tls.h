@@ -88,6 +88,12 @@ struct tls_identity *tls_identity_slot_get(struct tls_identity_slot *s);
 void tls_identity_slot_set(struct tls_identity_slot *s, struct tls_identity *id);
 void tls_identity_slot_free(struct tls_identity_slot *s);
 
+/* The SPIFFE ID of a DER certificate: its single URI SAN, which must be a
+ * well-formed spiffe:// ID, NUL-terminated into @out.  Returns 0, -EBADMSG
+ * (not a certificate), -EINVAL (no, several or malformed URI SANs),
+ * -ENOSPC (@outlen too small).  The same check peers go through. */
+int tls_spiffe_id_from_der(const uint8_t *der, size_t len, char *out, size_t outlen);
+
 /* Smallest accepted out_cap; also what one plaintext record may cost. */
 #define TLS_RECORD_MAX      16384
 #define TLS_RECORD_OVERHEAD 64

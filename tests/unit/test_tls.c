@@ -204,6 +204,32 @@ static void test_identity_load(void **state)
 	assert_int_equal(rc, -EINVAL);
 }
 
+static void test_spiffe_from_der(void **state)
+{
+	uint8_t der[4096];
+	char id[128];
+	uint8_t *pem;
+	size_t len;
+	int dl;
+
+	(void)state;
+	pem = pki_read("client.leaf", &len);
+	dl = wc_CertPemToDer(pem, (int)len, der, sizeof(der), CERT_TYPE);
+	free(pem);
+	assert_true(dl > 0);
+	assert_int_equal(tls_spiffe_id_from_der(der, dl, id, sizeof(id)), 0);
+	assert_string_equal(id, ID_CLIENT);
+	assert_int_equal(tls_spiffe_id_from_der(der, dl, id, 10), -ENOSPC);
+	assert_int_equal(tls_spiffe_id_from_der(der, dl / 2, id, sizeof(id)), -EBADMSG);
+	assert_int_equal(tls_spiffe_id_from_der((const uint8_t *)"junk", 4, id, sizeof(id)),
+	                 -EBADMSG);
+	/* A CA certificate has no URI SAN. */
+	pem = pki_read("root.pem", &len);
+	dl = wc_CertPemToDer(pem, (int)len, der, sizeof(der), CERT_TYPE);
+	free(pem);
+	assert_int_equal(tls_spiffe_id_from_der(der, dl, id, sizeof(id)), -EINVAL);
+}
+
 static void handshake_pair(const char *cli_leaf, const char *srv_leaf, const char *expect,
                            size_t chunk, struct side **cli, struct side **srv)
 {
@@ -442,6 +468,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_identity_load),
+		cmocka_unit_test(test_spiffe_from_der),
 		cmocka_unit_test(test_handshake_ok),
 		cmocka_unit_test(test_wrong_server_identity),
 		cmocka_unit_test(test_foreign_ca),
