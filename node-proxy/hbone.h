@@ -243,7 +243,9 @@ int hbone_pool_add(struct hbone_pool *p, const struct tls_identity *src, const c
 int hbone_pool_remove(struct hbone_pool *p, struct hbone_conn *c);
 /* Remove every connection without streams for at least @idle_ms (as seen by
  * successive calls) and every dead or drained one, calling @cb for each so
- * the caller closes it.  Returns how many went. */
+ * the caller closes it (@cb may free the connection but must not touch the
+ * pool).  Returns how many went.  Keys compare the identity by pointer:
+ * safe, since each pooled connection holds a reference to its identity. */
 size_t hbone_pool_expire(struct hbone_pool *p, uint64_t now_ms, uint64_t idle_ms,
                          void (*cb)(void *arg, struct hbone_conn *c, void *user), void *arg);
 /* Pooled connections and the streams they carry (gauges). */
