@@ -570,8 +570,9 @@ static int parse_valid_attachments(struct cni_conf *c, struct cni_error *e)
 	size_t i;
 	json_t *v;
 
+	/* Absent is not "none valid": that would deregister every pod. */
 	if (!arr)
-		return 0;
+		return cni_fail(e, CNI_ERR_CONFIG, "GC needs \"cni.dev/valid-attachments\"");
 	if (!json_is_array(arr))
 		return cni_fail(e, CNI_ERR_CONFIG,
 		                "\"cni.dev/valid-attachments\" must be an array");

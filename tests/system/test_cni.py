@@ -397,6 +397,11 @@ def test_status_node_proxy_absent(bins, tmp):
     assert r.rc != 0 and r.code == 50, r
 
 
+def test_gc_without_valid_attachments_refused(bins, tmp):
+    r = run_cni(bins, "GC", conf_for(tmp, version="1.1.0"))
+    assert r.rc != 0 and r.code == 7, r
+
+
 def test_gc_node_proxy_absent(bins, tmp):
     c = conf_for(tmp, version="1.1.0")
     c["cni.dev/valid-attachments"] = [{"containerID": "c1", "ifname": "eth0"}]

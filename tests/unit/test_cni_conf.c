@@ -401,6 +401,7 @@ static void test_conf_errors(void **state)
 		  CNI_CMD_ADD, CNI_ERR_CONFIG },
 		{ "{\"cniVersion\":\"1.0.0\",\"type\":\"t\",\"prevResult\":[]}", CNI_CMD_ADD,
 		  CNI_ERR_CONFIG },
+		{ "{\"cniVersion\":\"1.1.0\",\"type\":\"t\"}", CNI_CMD_GC, CNI_ERR_CONFIG },
 		{ "{\"cniVersion\":\"1.1.0\",\"type\":\"t\",\"cni.dev/valid-attachments\":{}}",
 		  CNI_CMD_GC, CNI_ERR_CONFIG },
 		{ "{\"cniVersion\":\"1.1.0\",\"type\":\"t\",\"cni.dev/valid-attachments\":"
