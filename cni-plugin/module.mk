@@ -21,6 +21,11 @@ $(O)/tests/test_cni_conf: $(call objs,tests/unit/test_cni_conf.c $(CNI_PARSE_SRC
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ -ljansson -lcmocka
 
+UNIT_TESTS += $(O)/tests/test_cni_state
+$(O)/tests/test_cni_state: $(call objs,tests/unit/test_cni_state.c cni-plugin/state.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ -ljansson -lcmocka
+
 FUZZERS += cni_conf
 FUZZ_SRCS_cni_conf := tests/fuzz/fuzz_cni_conf.c $(CNI_PARSE_SRCS)
 FUZZ_LIBS_cni_conf := -ljansson
