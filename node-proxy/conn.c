@@ -257,9 +257,10 @@ void conn_step(struct worker *w, struct conn *c)
 		/* Half-close: the source said FIN and everything it sent is out,
 		 * so pass the FIN on; the other direction keeps flowing. */
 		if (src->eof && d->head == BUF_NONE && !d->send_inflight && !dst->shut_sent) {
-			struct io_uring_sqe *sqe = conn_sqe(w, c, OP_SHUTDOWN, !s);
-			io_uring_prep_shutdown(sqe, dst->fd, SHUT_WR);
-			dst->shut_sent = 1;
+			/* Synchronous: shutdown(SHUT_WR) never blocks on TCP, while
+			 * IORING_OP_SHUTDOWN is always punted to an io-wq thread. */
+			shutdown(dst->fd, SHUT_WR);
+			dst->shut_sent = dst->shut_done = 1;
 		}
 		/* Backpressure: read from src only while the queue toward dst is
 		 * short.  A multishot recv cannot be paused, only cancelled. */
