@@ -23,13 +23,16 @@ $(O)/tests/test_hbone: $(call objs,tests/unit/test_hbone.c) $(HBONE_LIB)
 
 # Fuzzers (clang/libFuzzer, -DAMBIT_FUZZ enables the TLS pass-through hook).
 # The wolfSSL include path rides in FUZZ_LIBS: -I applies wherever it sits.
-FUZZERS += hbone_authority hbone_server hbone_san
+FUZZERS += hbone_authority hbone_server hbone_san hbone_tls
 FUZZ_SRCS_hbone_authority := tests/fuzz/fuzz_hbone_authority.c $(HBONE_SRCS)
 FUZZ_LIBS_hbone_authority := $(WOLFSSL_CFLAGS) $(HBONE_LDLIBS)
 FUZZ_SRCS_hbone_server := tests/fuzz/fuzz_hbone_server.c $(HBONE_SRCS)
 FUZZ_LIBS_hbone_server := $(WOLFSSL_CFLAGS) $(HBONE_LDLIBS)
 FUZZ_SRCS_hbone_san := tests/fuzz/fuzz_hbone_san.c $(HBONE_SRCS)
 FUZZ_LIBS_hbone_san := $(WOLFSSL_CFLAGS) $(HBONE_LDLIBS)
+# Deferred (=): CERTS_SRCS comes from certs/module.mk, read after this file.
+FUZZ_SRCS_hbone_tls = tests/fuzz/fuzz_hbone_tls.c $(HBONE_SRCS) $(CERTS_SRCS)
+FUZZ_LIBS_hbone_tls := $(WOLFSSL_CFLAGS) $(HBONE_LDLIBS)
 
 # The same engine with certs/ SVIDs issued in memory (certs/module.mk is
 # included after this file, hence the literal library path).
