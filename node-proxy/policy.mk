@@ -3,7 +3,7 @@
 # $(POLICY_SRCS) into ambit-node-proxy and calls policy_eval() and friends.
 
 POLICY_SRCS   := node-proxy/confdir.c node-proxy/policy.c node-proxy/services.c \
-                 node-proxy/confwatch.c node-proxy/checkconfig.c
+                 node-proxy/healthcheck.c node-proxy/confwatch.c node-proxy/checkconfig.c
 POLICY_LDLIBS := -linih -lpthread
 POLICY_LIB    := $(O)/lib/libambit-policy.a
 
@@ -12,7 +12,7 @@ $(POLICY_LIB): $(call objs,$(POLICY_SRCS))
 	$(AR) rcs $@ $^
 
 UNIT_TESTS += $(O)/tests/test_policy $(O)/tests/test_policy_parse $(O)/tests/test_services \
-              $(O)/tests/test_policy_reload
+              $(O)/tests/test_policy_reload $(O)/tests/test_services_health
 
 # confwatch logs through the data plane's node-proxy/log.c
 $(O)/tests/test_policy: $(call objs,tests/unit/test_policy.c node-proxy/log.c) $(POLICY_LIB)
@@ -30,6 +30,10 @@ $(O)/tests/test_services: $(call objs,tests/unit/test_services.c node-proxy/log.
 
 $(O)/tests/test_policy_reload: $(call objs,tests/unit/test_policy_reload.c node-proxy/log.c) \
 		$(POLICY_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(POLICY_LDLIBS) -lcmocka
+
+$(O)/tests/test_services_health: $(call objs,tests/unit/test_services_health.c) $(POLICY_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(POLICY_LDLIBS) -lcmocka
 

@@ -314,17 +314,17 @@ static void test_many_namespaces(void **state)
 		c.dst_port = (uint16_t)(i + 2);
 		assert_int_equal(policy_eval(ps, &w, &c, &v), -EACCES);
 	}
-	/* cost of one decision with 300 namespaces loaded: printed, not asserted */
+	/* CPU cost of one decision with 300 namespaces loaded: printed, not asserted */
 	{
 		struct timespec t0, t1;
 		int denied = 0;
 		snprintf(w.ns, sizeof(w.ns), "ns150");
-		clock_gettime(CLOCK_MONOTONIC, &t0);
+		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
 		for (int i = 0; i < 1000000; i++) {
 			c.dst_port = (uint16_t)(150 + (i & 3));
 			denied += policy_eval(ps, &w, &c, &v) != 0;
 		}
-		clock_gettime(CLOCK_MONOTONIC, &t1);
+		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
 		assert_int_equal(denied, 750000);
 		print_message("policy_eval: %.0f ns per decision\n",
 		              ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / 1e6);
