@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -616,4 +617,367 @@ int accesslog_register_metrics(void)
 		                                "Access log keeps 1 in this many connections",
 		                                METRICS_GAUGE, NULL, collect_al, "sampling");
 	return rc;
+}
+
+/* --- admin query ----------------------------------------------------------- */
+
+static int key_is(const char *k, size_t kl, const char *want)
+{
+	return kl == strlen(want) && !memcmp(k, want, kl);
+}
+
+int accesslog_apply_query(const char *q, size_t len)
+{
+	int on = -1, seen_on = 0, seen_sample = 0;
+	unsigned long sample = 0;
+	size_t i = 0;
+
+	if (len && q[len - 1] == '&')
+		return -EINVAL; /* an empty last member */
+	while (i < len) {
+		const char *k = q + i, *v, *amp, *eq;
+		size_t kl, vl, j;
+
+		amp = memchr(k, '&', len - i);
+		if (!amp)
+			amp = q + len;
+		eq = memchr(k, '=', (size_t)(amp - k));
+		if (!eq)
+			return -EINVAL;
+		kl = (size_t)(eq - k);
+		v = eq + 1;
+		vl = (size_t)(amp - v);
+		if (key_is(k, kl, "access_log")) {
+			if (seen_on++)
+				return -EINVAL;
+			if (key_is(v, vl, "on") || key_is(v, vl, "1") || key_is(v, vl, "true"))
+				on = 1;
+			else if (key_is(v, vl, "off") || key_is(v, vl, "0") ||
+			         key_is(v, vl, "false"))
+				on = 0;
+			else
+				return -EINVAL;
+		} else if (key_is(k, kl, "sample")) {
+			if (seen_sample++ || vl == 0 || vl > 7)
+				return -EINVAL;
+			sample = 0;
+			for (j = 0; j < vl; j++) {
+				if (v[j] < '0' || v[j] > '9')
+					return -EINVAL;
+				sample = sample * 10 + (unsigned long)(v[j] - '0');
+			}
+			if (sample < 1 || sample > 1000000)
+				return -EINVAL;
+		} else if (!key_is(k, kl, "level")) {
+			return -EINVAL; /* "level" is the daemon log's, not ours */
+		}
+		i = (size_t)(amp - q) + 1;
+	}
+	if (on >= 0)
+		accesslog_set_enabled(on);
+	if (sample)
+		accesslog_set_sampling((uint32_t)sample);
+	return 0;
+}
+
+/* --- trace context ------------------------------------------------------------ */
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* @n lower-case hex digits at @s into @out (n / 2 bytes). */
+static int unhex(const char *s, size_t n, uint8_t *out)
+{
+	size_t i;
+
+	for (i = 0; i < n; i += 2) {
+		int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -EINVAL;
+		out[i / 2] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (p[i])
+			return 0;
+	return 1;
+}
+
+int al_traceparent_parse(const char *s, size_t n, struct al_trace *out)
+{
+	uint8_t ver;
+
+	if (!s || n < AL_TRACEPARENT_LEN)
+		return -EINVAL;
+	if (unhex(s, 2, &ver) || ver == 0xff || s[2] != '-' || s[35] != '-' || s[52] != '-')
+		return -EINVAL;
+	if (ver == 0 ? n != AL_TRACEPARENT_LEN : (n > AL_TRACEPARENT_LEN && s[55] != '-'))
+		return -EINVAL;
+	if (unhex(s + 3, 32, out->trace_id) || unhex(s + 36, 16, out->span_id) ||
+	    unhex(s + 53, 2, &out->flags))
+		return -EINVAL;
+	if (all_zero(out->trace_id, 16) || all_zero(out->span_id, 8))
+		return -EINVAL;
+	return 0;
+}
+
+void al_traceparent_format(const struct al_trace *t, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i, o = 0;
+
+	out[o++] = '0';
+	out[o++] = '0';
+	out[o++] = '-';
+	for (i = 0; i < 16; i++) {
+		out[o++] = hex[t->trace_id[i] >> 4];
+		out[o++] = hex[t->trace_id[i] & 15];
+	}
+	out[o++] = '-';
+	for (i = 0; i < 8; i++) {
+		out[o++] = hex[t->span_id[i] >> 4];
+		out[o++] = hex[t->span_id[i] & 15];
+	}
+	out[o++] = '-';
+	out[o++] = hex[t->flags >> 4];
+	out[o++] = hex[t->flags & 15];
+	out[o] = '\0';
+}
+
+/* Per-thread xorshift seeded once from getrandom: ids must be unique, not
+ * secret, and a syscall per connection is not affordable. */
+static uint64_t rnd64(void)
+{
+	static __thread uint64_t st;
+	uint64_t x;
+
+	if (!st) {
+		if (getrandom(&st, sizeof(st), GRND_NONBLOCK) != sizeof(st)) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			st = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uintptr_t)&st;
+		}
+		st |= 1;
+	}
+	x = st;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	st = x;
+	return x * 0x2545f4914f6cdd1dull;
+}
+
+void al_trace_child(const struct al_trace *parent, struct al_trace *out)
+{
+	uint64_t r;
+
+	if (parent) {
+		memcpy(out->trace_id, parent->trace_id, 16);
+		out->flags = parent->flags;
+	} else {
+		do {
+			r = rnd64();
+			memcpy(out->trace_id, &r, 8);
+			r = rnd64();
+			memcpy(out->trace_id + 8, &r, 8);
+		} while (all_zero(out->trace_id, 16));
+		out->flags = 0x01;
+	}
+	do {
+		r = rnd64();
+		memcpy(out->span_id, &r, 8);
+	} while (all_zero(out->span_id, 8));
+}
+
+/* --- baggage -------------------------------------------------------------------- */
+
+/* W3C baggage-octet: printable ASCII except space " , ; \ (and we also
+ * encode % so decoding is unambiguous). */
+static int baggage_octet(uint8_t c)
+{
+	return c > 0x20 && c < 0x7f && c != '"' && c != ',' && c != ';' && c != '\\' && c != '%';
+}
+
+static int put_member(struct jw *w, const char *key, const char *val, size_t cap)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = strnlen(val, cap), i;
+	char enc[3];
+
+	if (!n)
+		return 0;
+	if (w->len)
+		jw_putn(w, ",", 1);
+	jw_puts(w, key);
+	jw_putn(w, "=", 1);
+	for (i = 0; i < n; i++) {
+		uint8_t c = (uint8_t)val[i];
+
+		if (baggage_octet(c)) {
+			jw_putn(w, val + i, 1);
+		} else {
+			enc[0] = '%';
+			enc[1] = hex[c >> 4];
+			enc[2] = hex[c & 15];
+			jw_putn(w, enc, 3);
+		}
+	}
+	return 0;
+}
+
+size_t al_baggage_build(const struct al_baggage *b, char *out, size_t cap)
+{
+	struct jw w = { out, 0, cap ? cap - 1 : 0, cap == 0 };
+	char key[64];
+	size_t tl = strnlen(b->workload_type, sizeof(b->workload_type)), i;
+
+	put_member(&w, "k8s.cluster.name", b->cluster, sizeof(b->cluster));
+	put_member(&w, "k8s.namespace.name", b->ns, sizeof(b->ns));
+	if (b->workload[0]) {
+		/* the type is a key part: only token characters */
+		for (i = 0; i < tl; i++)
+			if (!((b->workload_type[i] >= 'a' && b->workload_type[i] <= 'z') ||
+			      (b->workload_type[i] >= '0' && b->workload_type[i] <= '9')))
+				break;
+		snprintf(key, sizeof(key), "k8s.%.*s.name", (int)(tl && i == tl ? tl : 3),
+		         tl && i == tl ? b->workload_type : "pod");
+		put_member(&w, key, b->workload, sizeof(b->workload));
+	}
+	put_member(&w, "service.name", b->service, sizeof(b->service));
+	put_member(&w, "service.version", b->version, sizeof(b->version));
+	if (w.overflow)
+		return 0;
+	out[w.len] = '\0';
+	return w.len;
+}
+
+static int is_ows(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static int tchar(uint8_t c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static int hexval_ci(char c)
+{
+	return (c >= 'A' && c <= 'F') ? c - 'A' + 10 : hexval(c);
+}
+
+/* Percent-decode @v[0..n) into @dst (cap bytes, NUL-terminated, cut);
+ * a '%' not followed by two hex digits is kept as is (W3C: treat as is). */
+static void pct_decode(char *dst, size_t cap, const char *v, size_t n)
+{
+	size_t i, o = 0;
+	int hi, lo;
+
+	for (i = 0; i < n && o + 1 < cap; i++) {
+		if (v[i] == '%' && i + 2 < n) {
+			hi = hexval_ci(v[i + 1]);
+			lo = hexval_ci(v[i + 2]);
+			if (hi >= 0 && lo >= 0) {
+				if (hi == 0 && lo == 0)
+					break; /* a C string ends here */
+				dst[o++] = (char)(hi << 4 | lo);
+				i += 2;
+				continue;
+			}
+		}
+		dst[o++] = v[i];
+	}
+	dst[o] = '\0';
+}
+
+int al_baggage_parse(const char *s, size_t n, struct al_baggage *out)
+{
+	size_t i = 0, members = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (!s || n > 8192)
+		return -EINVAL;
+	while (i <= n) {
+		const char *m = s + i, *comma = memchr(m, ',', n - i);
+		size_t ml = comma ? (size_t)(comma - m) : n - i, k0, k1, v0, v1;
+
+		/* trim the member */
+		for (k0 = 0; k0 < ml && is_ows(m[k0]); k0++)
+			;
+		for (v1 = ml; v1 > k0 && is_ows(m[v1 - 1]); v1--)
+			;
+		if (k0 < v1) {
+			if (++members > 64)
+				return -EINVAL;
+			for (k1 = k0; k1 < v1 && tchar((uint8_t)m[k1]); k1++)
+				;
+			if (k1 == k0)
+				return -EINVAL;
+			for (v0 = k1; v0 < v1 && is_ows(m[v0]); v0++)
+				;
+			if (v0 == v1 || m[v0] != '=')
+				return -EINVAL;
+			for (v0++; v0 < v1 && is_ows(m[v0]); v0++)
+				;
+			{
+				const char *semi = memchr(m + v0, ';', v1 - v0);
+				size_t ve = semi ? (size_t)(semi - m) : v1, j;
+
+				while (ve > v0 && is_ows(m[ve - 1]))
+					ve--;
+				for (j = v0; j < ve; j++)
+					if (!baggage_octet((uint8_t)m[j]) && m[j] != '%')
+						return -EINVAL;
+				{
+					const char *key = m + k0;
+					size_t kl = k1 - k0;
+					char *dst = NULL;
+					size_t cap = 0;
+
+					if (key_is(key, kl, "k8s.cluster.name")) {
+						dst = out->cluster;
+						cap = sizeof(out->cluster);
+					} else if (key_is(key, kl, "k8s.namespace.name")) {
+						dst = out->ns;
+						cap = sizeof(out->ns);
+					} else if (key_is(key, kl, "service.name")) {
+						dst = out->service;
+						cap = sizeof(out->service);
+					} else if (key_is(key, kl, "service.version")) {
+						dst = out->version;
+						cap = sizeof(out->version);
+					} else if (kl > 9 && !memcmp(key, "k8s.", 4) &&
+					           !memcmp(key + kl - 5, ".name", 5) &&
+					           kl - 9 < sizeof(out->workload_type) &&
+					           !memchr(key + 4, '.', kl - 9)) {
+						memcpy(out->workload_type, key + 4, kl - 9);
+						out->workload_type[kl - 9] = '\0';
+						dst = out->workload;
+						cap = sizeof(out->workload);
+					}
+					if (dst)
+						pct_decode(dst, cap, m + v0, ve - v0);
+				}
+			}
+		}
+		if (!comma)
+			break;
+		i = (size_t)(comma - s) + 1;
+	}
+	return 0;
 }

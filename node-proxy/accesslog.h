@@ -112,6 +112,56 @@ void accesslog_stats_get(struct accesslog_stats *out);
  * must have run).  0 or -errno. */
 int accesslog_register_metrics(void);
 
+/* Apply an admin query string ("access_log=on&sample=10", also
+ * "access_log=off", "sample=1"; keys in any order, each at most once).
+ * Everything is validated before anything changes.  0, or -EINVAL for an
+ * unknown key, a bad value or a repeated key. */
+int accesslog_apply_query(const char *query, size_t len);
+
+/* --- W3C trace context carried on HBONE CONNECT ------------------------ */
+
+#define AL_TRACEPARENT_LEN 55 /* "00-<32 hex>-<16 hex>-<2 hex>" */
+
+struct al_trace {
+	uint8_t trace_id[16];
+	uint8_t span_id[8];
+	uint8_t flags;
+};
+
+/* Parse a traceparent header value (untrusted: HBONE request header).
+ * Version 00 exactly as specified; a higher version is accepted by its
+ * first 55 bytes when followed by '-' or the end, as W3C asks.  Rejects
+ * upper-case hex, all-zero ids, version ff.  0 or -EINVAL. */
+int al_traceparent_parse(const char *s, size_t n, struct al_trace *out);
+/* Format @t as version 00 into @out (AL_TRACEPARENT_LEN + 1 bytes). */
+void al_traceparent_format(const struct al_trace *t, char *out);
+/* A child of @parent (same trace id, new span id), or a new trace when
+ * @parent is NULL; random ids from getrandom(2)'s pool, sampled flag set. */
+void al_trace_child(const struct al_trace *parent, struct al_trace *out);
+
+/* Source workload metadata sent as W3C baggage (keys as Istio uses them:
+ * k8s.cluster.name, k8s.namespace.name, k8s.<type>.name, service.name,
+ * service.version). */
+struct al_baggage {
+	char cluster[AL_NAME_MAX];
+	char ns[AL_NAME_MAX];
+	char workload_type[16]; /* "deployment", "pod", ... */
+	char workload[AL_NAME_MAX];
+	char service[AL_NAME_MAX];
+	char version[AL_NAME_MAX];
+};
+/* Build the baggage header value from the non-empty fields of @b (values
+ * percent-encoded where baggage syntax requires).  Returns the length, or
+ * 0 if it does not fit in @cap (AL_BAGGAGE_BUILD_MAX always suffices; the
+ * access log keeps the first AL_BAGGAGE_MAX - 1 bytes of what it receives). */
+#define AL_BAGGAGE_BUILD_MAX 1152
+size_t al_baggage_build(const struct al_baggage *b, char *out, size_t cap);
+/* Parse a received baggage value (untrusted): list members
+ * "key=value[;props]" separated by ',', optional whitespace, values
+ * percent-decoded; the known keys fill @out, others are ignored.  At most
+ * 64 members and 8192 bytes, as W3C allows.  0 or -EINVAL (syntax). */
+int al_baggage_parse(const char *s, size_t n, struct al_baggage *out);
+
 /* Format @r as one JSON line (with '\n') into @buf of @cap bytes; returns
  * the length, or 0 if @cap is too small (AL_LINE_MAX always suffices). */
 #define AL_LINE_MAX 8192

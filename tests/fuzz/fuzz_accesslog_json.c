@@ -1,8 +1,10 @@
 /*
  * Fuzz the two writers that put untrusted bytes (workload names, HBONE
  * baggage/traceparent, peer identities) into text others parse: the access
- * log's JSON line must always parse with jansson, and a Prometheus label
- * value must always be valid UTF-8 with no raw newline or unescaped quote.
+ * log's JSON line must always parse with jansson, a Prometheus label value
+ * must always be valid UTF-8 with no raw newline or unescaped quote; and
+ * the parsers of HBONE's traceparent/baggage headers and of the admin
+ * /logging query must not crash and must round-trip what they accept.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -41,6 +43,35 @@ static void check_label(const uint8_t *data, size_t size)
 	free(s);
 }
 
+/* The HBONE header parsers: whatever parses must survive a round trip
+ * through our own formatter. */
+static void check_trace_context(const uint8_t *data, size_t size)
+{
+	struct al_trace t, t2;
+	struct al_baggage b, b2;
+	char out[AL_BAGGAGE_BUILD_MAX];
+	size_t n;
+
+	if (al_traceparent_parse((const char *)data, size, &t) == 0) {
+		al_traceparent_format(&t, out);
+		if (al_traceparent_parse(out, strlen(out), &t2) ||
+		    memcmp(&t.trace_id, &t2.trace_id, 16) || memcmp(&t.span_id, &t2.span_id, 8) ||
+		    t.flags != t2.flags)
+			abort();
+	}
+	if (al_baggage_parse((const char *)data, size, &b) == 0) {
+		n = al_baggage_build(&b, out, sizeof(out));
+		if (n == 0 &&
+		    (b.cluster[0] || b.ns[0] || b.workload[0] || b.service[0] || b.version[0]))
+			abort();
+		if (n && (al_baggage_parse(out, n, &b2) || strcmp(b.cluster, b2.cluster) ||
+		          strcmp(b.ns, b2.ns) || strcmp(b.workload, b2.workload) ||
+		          strcmp(b.service, b2.service) || strcmp(b.version, b2.version)))
+			abort();
+	}
+	(void)accesslog_apply_query((const char *)data, size);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct al_record r;
@@ -51,6 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *copy;
 
 	check_label(data, size);
+	check_trace_context(data, size);
 	memset(&r, 0, sizeof(r));
 	fields[0] = r.src.workload, caps[0] = sizeof(r.src.workload);
 	fields[1] = r.src.ns, caps[1] = sizeof(r.src.ns);

@@ -412,6 +412,147 @@ static void test_metrics_export(void **state)
 	metrics_fini();
 }
 
+static void test_admin_query(void **state)
+{
+	(void)state;
+	assert_int_equal(accesslog_init(1, 16, path), 0);
+	assert_int_equal(accesslog_apply_query("access_log=off", 14), 0);
+	assert_false(accesslog_enabled());
+	assert_int_equal(accesslog_apply_query("sample=25&access_log=on&level=debug", 35), 0);
+	assert_true(accesslog_enabled());
+	assert_int_equal(accesslog_sampling(), 25);
+	assert_int_equal(accesslog_apply_query("", 0), 0);
+	/* bad queries change nothing, even when a valid key came first */
+	assert_int_equal(accesslog_apply_query("access_log=off&sample=0", 23), -EINVAL);
+	assert_true(accesslog_enabled());
+	assert_int_equal(accesslog_sampling(), 25);
+	assert_int_equal(accesslog_apply_query("access_log=maybe", 16), -EINVAL);
+	assert_int_equal(accesslog_apply_query("sample=10000000", 15), -EINVAL);
+	assert_int_equal(accesslog_apply_query("sample=1x", 9), -EINVAL);
+	assert_int_equal(accesslog_apply_query("sample=", 7), -EINVAL);
+	assert_int_equal(accesslog_apply_query("sample=2&sample=3", 17), -EINVAL);
+	assert_int_equal(accesslog_apply_query("sampling=2", 10), -EINVAL);
+	assert_int_equal(accesslog_apply_query("access_log", 10), -EINVAL);
+	assert_int_equal(accesslog_apply_query("access_log=off&", 15), -EINVAL);
+	/* the length bounds the parse, not a NUL */
+	assert_int_equal(accesslog_apply_query("sample=7garbage", 8), 0);
+	assert_int_equal(accesslog_sampling(), 7);
+	assert_true(accesslog_enabled());
+}
+
+static void test_traceparent(void **state)
+{
+	static const char good[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+	static const char *const bad[] = {
+		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",   /* upper case */
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01",   /* zero trace */
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",   /* zero span */
+		"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",   /* version ff */
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",    /* short */
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", /* 00 + extra */
+		"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",  /* no '-' */
+		"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+		"",
+	};
+	struct al_trace t, c, n;
+	char out[AL_TRACEPARENT_LEN + 1];
+	size_t i;
+
+	(void)state;
+	assert_int_equal(al_traceparent_parse(good, strlen(good), &t), 0);
+	assert_int_equal(t.trace_id[0], 0x4b);
+	assert_int_equal(t.span_id[7], 0xb7);
+	assert_int_equal(t.flags, 1);
+	al_traceparent_format(&t, out);
+	assert_string_equal(out, good);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(al_traceparent_parse(bad[i], strlen(bad[i]), &n), -EINVAL);
+	assert_int_equal(al_traceparent_parse(NULL, 0, &n), -EINVAL);
+	/* a future version: its first 55 bytes, when followed by '-' */
+	assert_int_equal(
+	    al_traceparent_parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what", 60,
+	                         &n),
+	    0);
+
+	/* child: same trace, new span; new trace: random, non-zero, sampled */
+	al_trace_child(&t, &c);
+	assert_memory_equal(c.trace_id, t.trace_id, 16);
+	assert_memory_not_equal(c.span_id, t.span_id, 8);
+	al_trace_child(NULL, &n);
+	assert_memory_not_equal(n.trace_id, t.trace_id, 16);
+	assert_int_equal(n.flags, 1);
+	al_traceparent_format(&n, out);
+	assert_int_equal(strlen(out), AL_TRACEPARENT_LEN);
+	assert_int_equal(al_traceparent_parse(out, strlen(out), &c), 0);
+	assert_memory_equal(c.trace_id, n.trace_id, 16);
+}
+
+static void test_baggage(void **state)
+{
+	struct al_baggage b, p;
+	char out[AL_BAGGAGE_MAX];
+	size_t n;
+	char big[9000];
+	int i;
+
+	(void)state;
+	memset(&b, 0, sizeof(b));
+	al_str(b.cluster, sizeof(b.cluster), "Kubernetes");
+	al_str(b.ns, sizeof(b.ns), "shop");
+	al_str(b.workload_type, sizeof(b.workload_type), "deployment");
+	al_str(b.workload, sizeof(b.workload), "front end,v=1;x%\"\xc3\xa9");
+	al_str(b.version, sizeof(b.version), "v1");
+	n = al_baggage_build(&b, out, sizeof(out));
+	assert_true(n > 0);
+	assert_string_equal(out, "k8s.cluster.name=Kubernetes,k8s.namespace.name=shop,"
+	                         "k8s.deployment.name=front%20end%2Cv=1%3Bx%25%22%C3%A9,"
+	                         "service.version=v1");
+	assert_int_equal(al_baggage_parse(out, n, &p), 0);
+	assert_string_equal(p.cluster, "Kubernetes");
+	assert_string_equal(p.ns, "shop");
+	assert_string_equal(p.workload_type, "deployment");
+	assert_string_equal(p.workload, b.workload);
+	assert_string_equal(p.version, "v1");
+	assert_string_equal(p.service, "");
+	assert_int_equal(al_baggage_build(&b, out, 20), 0); /* does not fit */
+
+	/* whitespace, properties, unknown keys, odd percent signs */
+	{
+		const char *q = " k8s.namespace.name = a%2 ;prop=1 , other=x,, "
+		                "k8s.pod.name=p%41d,service.name=s%zz";
+
+		assert_int_equal(al_baggage_parse(q, strlen(q), &p), 0);
+	}
+	assert_string_equal(p.ns, "a%2");
+	assert_string_equal(p.workload_type, "pod");
+	assert_string_equal(p.workload, "pAd");
+	assert_string_equal(p.service, "s%zz");
+	/* values are cut to the field, %00 ends them */
+	assert_int_equal(al_baggage_parse("service.name=ab%00cd", 20, &p), 0);
+	assert_string_equal(p.service, "ab");
+
+	/* syntax errors */
+	assert_int_equal(al_baggage_parse("novalue", 7, &p), -EINVAL);
+	assert_int_equal(al_baggage_parse("=v", 2, &p), -EINVAL);
+	assert_int_equal(al_baggage_parse("k(=v", 4, &p), -EINVAL);
+	assert_int_equal(al_baggage_parse("k=v v", 5, &p), -EINVAL);
+	assert_int_equal(al_baggage_parse("k=\"v\"", 5, &p), -EINVAL);
+	assert_int_equal(al_baggage_parse(NULL, 0, &p), -EINVAL);
+	/* at most 64 members and 8192 bytes */
+	big[0] = '\0';
+	for (i = 0; i < 65; i++)
+		strcat(big, i ? ",k=v" : "k=v");
+	assert_int_equal(al_baggage_parse(big, strlen(big), &p), -EINVAL);
+	big[strlen("k=v,") * 64 - 1] = '\0';
+	assert_int_equal(al_baggage_parse(big, strlen(big), &p), 0);
+	memset(big, 'a', sizeof(big));
+	assert_int_equal(al_baggage_parse(big, sizeof(big), &p), -EINVAL);
+	/* empty: fine, nothing known */
+	assert_int_equal(al_baggage_parse("", 0, &p), 0);
+	assert_string_equal(p.ns, "");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -423,6 +564,9 @@ int main(void)
 		cmocka_unit_test_teardown(test_reopen, after_each),
 		cmocka_unit_test_teardown(test_bad_path_and_stderr, after_each),
 		cmocka_unit_test_teardown(test_metrics_export, after_each),
+		cmocka_unit_test_teardown(test_admin_query, after_each),
+		cmocka_unit_test(test_traceparent),
+		cmocka_unit_test(test_baggage),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
