@@ -363,6 +363,61 @@ def test_containerfile_paths_exist():
     assert "make deps" in text and re.search(r"\bmake\b[^\n]*O=build", text)
 
 
+def test_containerfile_assembly_step(bins, tmp_path):
+    """The build stage's assembly RUN (the part after `make`), executed
+    here on this tree's build with /out moved to a temp dir: programs get
+    the image's rpath, ambit-cni its library bundle, and each runs with the
+    libraries the image would hold."""
+    if not shutil.which("patchelf"):
+        pytest.skip("patchelf not installed")
+    if not (ROOT / ".deps" / "wolfssl" / "lib").is_dir():
+        pytest.skip("no .deps/wolfssl (make deps)")
+    m = re.search(r"^RUN (set -eu; \\\n(?:.*\\\n)*.*\n)", containerfile(), re.M)
+    assert m, "assembly RUN not found"
+    out = tmp_path / "out"
+    script = m.group(1).replace("/out", str(out)).replace("build/bin/", f"{bins}/")
+    r = subprocess.run(["sh", "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    usr = out / "usr" / "local"
+    for prog in sorted(built_programs()):
+        exe = usr / "bin" / prog
+        assert os.access(exe, os.X_OK), prog
+        dyn = subprocess.run(["readelf", "-d", str(exe)], capture_output=True, text=True).stdout
+        want = "$ORIGIN/ambit-cni.libs" if prog == "ambit-cni" else "/usr/local/lib/ambit"
+        assert f"[{want}]" in dyn, f"{prog}: rpath is not {want}:\n{dyn}"
+    assert list((usr / "lib" / "ambit").glob("libwolfssl.so*"))
+    env = dict(os.environ, LD_LIBRARY_PATH=str(usr / "lib" / "ambit"), ASAN_OPTIONS="detect_leaks=0")
+    r = subprocess.run([str(usr / "bin" / "ambit-node-proxy"), "--help"], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 0 and "--config" in r.stdout, r.stderr
+    r = subprocess.run([str(usr / "bin" / "ambit-certs"), "--help"], capture_output=True, text=True,
+                       env=env)
+    assert "init-root" in r.stdout + r.stderr
+    r = subprocess.run([str(usr / "bin" / "ambit-cni")], input='{"cniVersion":"1.0.0"}',
+                       capture_output=True, text=True, env={"CNI_COMMAND": "VERSION"})
+    assert r.returncode == 0, r.stderr
+    assert (out / "etc" / "ambit" / "node-proxy.ini").read_text() == \
+        (ROOT / "configs" / "node-proxy.ini").read_text()
+    assert os.access(usr / "bin" / "ambit-install-cni", os.X_OK)
+
+
+def test_unit_readiness_wait(topo, bins):
+    """The unit's ExecStartPost (pointed at this test's socket) returns 0
+    once node-proxy is ready."""
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv not installed")
+    post = unit_keys(SYSTEMD / "ambit-node-proxy.service")["ExecStartPost"][0]
+    assert post.startswith("/bin/sh -c '") and post.endswith("'")
+    n1 = topo.add_node("n1")
+    proc, sock = _serve(topo, bins, n1)
+    body = post[len("/bin/sh -c '"):-1].replace(
+        "/usr/local/bin/ambit-node-proxy ctl status", f"{bins}/ambit-node-proxy ctl --socket {sock} status")
+    r = n1.run(["/bin/sh", "-c", body], check=False, timeout=40)
+    assert r.returncode == 0, r.stderr
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+
+
 def _runtime_packages():
     stage2 = containerfile().split("\nFROM ")[2]
     m = re.search(r"apt-get install[^\n]*\\\n((?:\s+[^\n]*\\\n)*\s+[^\n]*&&)", stage2)
