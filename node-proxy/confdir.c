@@ -234,7 +234,8 @@ static bool is_ini(const char *n)
 	return n[0] != '.' && l > 4 && strcmp(n + l - 4, ".ini") == 0;
 }
 
-/* Read @name under @dfd whole; 0, or an error recorded and -1. */
+/* Read @name under @dfd whole; 0, or an error recorded and -1.  Symlinks
+ * are followed: a Kubernetes ConfigMap volume is FILE -> ..data/FILE. */
 static int read_file(int dfd, const char *path, const char *name, char **out, size_t *outlen,
                      struct conf_errors *e)
 {
@@ -243,7 +244,7 @@ static int read_file(int dfd, const char *path, const char *name, char **out, si
 	size_t got = 0;
 	int fd, rc = -1;
 
-	fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		conf_error(e, path, 0, "%s", strerror(errno));
 		return -1;

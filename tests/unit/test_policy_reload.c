@@ -262,6 +262,42 @@ static void test_open_refuses_bad(void **state)
 	assert_non_null(strstr(e.msg[0], "/nonexistent: No such file"));
 }
 
+/* A ConfigMap volume: FILE -> ..data/FILE, ..data -> ..TIMESTAMP; kubelet
+ * updates by pointing a new ..data at a new directory with rename(2). */
+static void test_configmap_layout(void **state)
+{
+	struct confwatch_opts o = { .policy_dir = pdir, .debounce_ms = 20 };
+	struct confwatch *cw = NULL;
+	struct conf_errors e;
+	char p1[128], p2[128], link[128], tmp[128];
+
+	(void)state;
+	snprintf(p1, sizeof(p1), "%s/..2026_01", pdir);
+	snprintf(p2, sizeof(p2), "%s/..2026_02", pdir);
+	assert_int_equal(mkdir(p1, 0755), 0);
+	assert_int_equal(mkdir(p2, 0755), 0);
+	put(p1, "a.ini", POL(80));
+	put(p2, "a.ini", POL(81));
+	snprintf(link, sizeof(link), "%s/..data", pdir);
+	assert_int_equal(symlink("..2026_01", link), 0);
+	snprintf(tmp, sizeof(tmp), "%s/a.ini", pdir);
+	assert_int_equal(symlink("..data/a.ini", tmp), 0);
+
+	conf_errors_init(&e);
+	assert_int_equal(confwatch_open(&o, &cw, &e), 0);
+	assert_int_equal(eval_port(cw, 80), 0);
+	assert_int_equal(eval_port(cw, 81), -EACCES);
+
+	snprintf(tmp, sizeof(tmp), "%s/..data_tmp", pdir);
+	assert_int_equal(symlink("..2026_02", tmp), 0);
+	assert_int_equal(rename(tmp, link), 0);
+	want_gen = 2;
+	pump(cw, gen_reached);
+	assert_int_equal(eval_port(cw, 80), -EACCES);
+	assert_int_equal(eval_port(cw, 81), 0);
+	confwatch_close(cw);
+}
+
 struct reader_arg {
 	struct confwatch *cw;
 	atomic_bool stop;
@@ -428,6 +464,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_configmap_layout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_under_load, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_refuses_bad, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkconfig, setup, teardown),
