@@ -19,3 +19,7 @@ $(O)/tests/test_config: $(call objs,tests/unit/test_config.c node-proxy/config.c
 $(O)/tests/test_np_conn: $(call objs,tests/unit/test_np_conn.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ -luring -lcmocka
+
+FUZZERS += np_config
+FUZZ_SRCS_np_config := tests/fuzz/fuzz_np_config.c node-proxy/config.c node-proxy/log.c
+FUZZ_LIBS_np_config := -linih
