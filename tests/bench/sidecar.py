@@ -207,6 +207,27 @@ def setup_sidecars(topo, node, pods, bins, mode, threads=2, ssl_reuse=False):
     return h
 
 
+def add_baseline(topo, node, bins, httpd, mode, threads=2, prefix="sc"):
+    """One ready-to-measure pair for another benchmark: pods
+    <prefix>-<mode>-a (client) and -b (server, bench-httpd on 8080 and
+    iperf3 -s on 5201), tuned like tune_pod(), with sidecars in `mode`
+    ("plain"/"mtls") or none ("direct").  Returns (src, dst, handle or
+    None).  The pods must not be enrolled in node-proxy (both would want
+    15001/15006 in the same netns)."""
+    from topology import wait_port
+
+    src = topo.add_pod(node, f"{prefix}-{mode}-a")
+    dst = topo.add_pod(node, f"{prefix}-{mode}-b")
+    for p in (src, dst):
+        tune_pod(p)
+    dst.popen([str(httpd), "8080", "64"])
+    dst.popen(["iperf3", "-s", "-p", "5201"])
+    wait_port(dst, 8080)
+    wait_port(dst, 5201)
+    h = None if mode == "direct" else setup_sidecars(topo, node, [src, dst], bins, mode, threads)
+    return src, dst, h
+
+
 def stop_sidecars(topo, h):
     for proc in h.procs.values():
         topo.stop(proc)
