@@ -23,7 +23,7 @@
 #include "node-proxy/promtext.h"
 
 #define WRITE_BATCH   (64 * 1024)
-#define IDLE_SLEEP_MS 20
+#define IDLE_SLEEP_MS 10
 
 struct al_ring {
 	/* producer side */

@@ -9,7 +9,7 @@
  * escaped byte by byte: control characters as \u00XX, invalid UTF-8 as
  * U+FFFD, so any input yields valid JSON) and writes batches to a file
  * (O_APPEND, reopened by accesslog_reopen for log rotation) or stderr.
- * It polls the rings (idle sleep 20 ms) so a worker never makes a syscall
+ * It polls the rings (idle sleep 10 ms) so a worker never makes a syscall
  * to wake it.
  *
  * Switches read by workers with relaxed atomics and changed at run time by
@@ -29,7 +29,7 @@
 #define AL_ERROR_MAX    128
 #define AL_TRACE_MAX    64 /* traceparent is 55 bytes */
 #define AL_BAGGAGE_MAX  256
-#define AL_RING_DEFAULT 1024 /* records per worker */
+#define AL_RING_DEFAULT 512 /* records per worker (~600 KB once used) */
 
 enum al_direction { AL_OUTBOUND = 0, AL_INBOUND };
 

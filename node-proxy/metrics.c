@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -942,6 +943,24 @@ static int register_std(void)
 	    METRICS_GAUGE, version_label, collect_build, NULL);
 }
 
+static size_t tcp_bytes(uint32_t max_series)
+{
+	return (size_t)max_series * MT__COUNT * 8;
+}
+
+static uint64_t *shard_map(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void shard_unmap(uint64_t *p, size_t len)
+{
+	if (p)
+		munmap(p, len);
+}
+
 static uint32_t pow2_at_least(uint64_t n)
 {
 	uint32_t p = 1;
@@ -981,16 +1000,13 @@ int metrics_init(unsigned max_workers, uint32_t max_series)
 	if (!M.series || !M.index || !M.kindex || !M.shards)
 		goto fail;
 	for (w = 0; w <= max_workers; w++) {
-		/* Each shard in its own cache lines: no false sharing. */
-		size_t tcp = ((size_t)max_series * MT__COUNT * 8 + 63) & ~(size_t)63;
-
+		/* Anonymous mappings: page-aligned (no false sharing between
+		 * workers), zero, and resident only where counters are used. */
 		M.shards[w].max_series = max_series;
-		M.shards[w].tcp = aligned_alloc(64, tcp);
-		M.shards[w].ctr = aligned_alloc(64, METRICS_MAX_SLOTS * 8);
+		M.shards[w].tcp = shard_map(tcp_bytes(max_series));
+		M.shards[w].ctr = shard_map(METRICS_MAX_SLOTS * 8);
 		if (!M.shards[w].tcp || !M.shards[w].ctr)
 			goto fail;
-		memset(M.shards[w].tcp, 0, tcp);
-		memset(M.shards[w].ctr, 0, METRICS_MAX_SLOTS * 8);
 	}
 	M.inited = 1;
 	/* Series 0 is the overflow series (not in the hash index). */
@@ -1032,8 +1048,8 @@ void metrics_fini(void)
 	free(M.kindex);
 	if (M.shards) {
 		for (w = 0; w <= M.max_workers; w++) {
-			free(M.shards[w].tcp);
-			free(M.shards[w].ctr);
+			shard_unmap(M.shards[w].tcp, tcp_bytes(M.max_series));
+			shard_unmap(M.shards[w].ctr, METRICS_MAX_SLOTS * 8);
 		}
 	}
 	free(M.shards);
