@@ -409,6 +409,75 @@ static void test_alpn(void **state)
 	}
 }
 
+/* A raw TLS 1.3 server with the right identity but no ALPN (or http/1.1):
+ * our client must refuse it after the handshake. */
+static void raw_server_alpn(const char *alpn)
+{
+	struct tls_identity *ci = pki_identity("client", "root");
+	struct raw *r = calloc(1, sizeof(*r));
+	struct iovec iov[2];
+	struct side *cli;
+	uint8_t *b;
+	size_t len, moved;
+	int n, i, guard = 0;
+
+	assert_non_null(r);
+	r->ctx = wolfSSL_CTX_new(wolfTLSv1_3_server_method());
+	b = pki_read("root.pem", &len);
+	assert_int_equal(wolfSSL_CTX_load_verify_buffer(r->ctx, b, len, WOLFSSL_FILETYPE_PEM),
+	                 WOLFSSL_SUCCESS);
+	free(b);
+	b = pki_read("server.pem", &len);
+	assert_int_equal(wolfSSL_CTX_use_certificate_chain_buffer(r->ctx, b, len), WOLFSSL_SUCCESS);
+	free(b);
+	b = pki_read("server.key", &len);
+	assert_int_equal(wolfSSL_CTX_use_PrivateKey_buffer(r->ctx, b, len, WOLFSSL_FILETYPE_PEM),
+	                 WOLFSSL_SUCCESS);
+	free(b);
+	wolfSSL_CTX_set_verify(r->ctx, WOLFSSL_VERIFY_PEER, NULL);
+	wolfSSL_CTX_SetIORecv(r->ctx, raw_recv);
+	wolfSSL_CTX_SetIOSend(r->ctx, raw_send);
+	r->ssl = wolfSSL_new(r->ctx);
+	if (alpn)
+		wolfSSL_UseALPN(r->ssl, (char *)alpn, strlen(alpn),
+		                WOLFSSL_ALPN_CONTINUE_ON_MISMATCH);
+	wolfSSL_SetIOReadCtx(r->ssl, r);
+	wolfSSL_SetIOWriteCtx(r->ssl, r);
+	cli = side_new(HBONE_CLIENT, ci, ID_SERVER, NULL);
+	tls_identity_unref(ci);
+	assert_non_null(cli);
+	do {
+		moved = 0;
+		n = hbone_conn_pending_out(cli->c, iov);
+		for (i = 0; i < n; i++) {
+			if (r->in_off == r->in_len)
+				r->in_off = r->in_len = 0;
+			memcpy(r->in + r->in_len, iov[i].iov_base, iov[i].iov_len);
+			r->in_len += iov[i].iov_len;
+			moved += iov[i].iov_len;
+		}
+		hbone_conn_out_done(cli->c, hbone_conn_out_len(cli->c));
+		r->ret = wolfSSL_accept(r->ssl);
+		if (r->out_len) {
+			hbone_conn_feed(cli->c, r->out, r->out_len);
+			moved += r->out_len;
+			r->out_len = 0;
+		}
+	} while (moved && ++guard < 100);
+	assert_int_equal(cli->hs, 1);
+	assert_string_equal(tls_fail_str(cli->why), "alpn");
+	assert_false(hbone_conn_established(cli->c));
+	side_free(cli);
+	raw_free(r);
+}
+
+static void test_server_without_h2(void **state)
+{
+	(void)state;
+	raw_server_alpn(NULL);
+	raw_server_alpn("http/1.1");
+}
+
 static void test_plaintext(void **state)
 {
 	static const char req[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -477,6 +546,7 @@ int main(void)
 		cmocka_unit_test(test_no_client_cert),
 		cmocka_unit_test(test_tls12_client),
 		cmocka_unit_test(test_alpn),
+		cmocka_unit_test(test_server_without_h2),
 		cmocka_unit_test(test_plaintext),
 		cmocka_unit_test(test_closed_mid_handshake),
 		cmocka_unit_test(test_bad_args),
