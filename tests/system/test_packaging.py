@@ -847,3 +847,46 @@ def test_node_proxy_runs_under_seccomp_profile(topo, bins, tmp_path):
     broken.write_text(json.dumps(prof))
     with pytest.raises(RuntimeError, match="exited"):
         _serve(topo, bins, n1, seccomp=broken)
+
+
+@pytest.mark.timeout(120)
+def test_enroll_by_pid_pins_the_netns(topo, bins):
+    """--pid (what --unit does after asking systemd for the main PID): the
+    process's netns is pinned under /run/netns, enrolled by that path, and
+    unpinned again by del."""
+    for tool in ("setpriv", "curl"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} not installed")
+    n1 = topo.add_node("n1")
+    a = topo.add_pod(n1, "a")
+    b = topo.add_pod(n1, "b")
+    proc, sock = _serve(topo, bins, n1)
+    app = a.popen(["sleep", "120"])
+    name = f"{n1.netns}-app"
+    pin = pathlib.Path("/run/netns") / f"ambit-{name}"
+    try:
+        _enroll(bins, n1, sock, "add", "--pid", str(app.pid), "--name", name)
+        assert pin.exists()
+        listed = json.loads(n1.run([str(bins / "ambit-node-proxy"), "ctl", "--socket", sock,
+                                    "list", "--json"]).stdout)
+        assert [w["netns_path"] for w in listed] == [str(pin)]
+        _enroll(bins, n1, sock, "add", "--netns", b.path, "--name", "b")
+        http_server(b, 8080, body="pinned")
+        before = _stats(n1)["accepted"]
+        assert "pinned" in a.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/"]).stdout
+        assert _stats(n1)["accepted"] > before
+        _enroll(bins, n1, sock, "del", "--pid", str(app.pid), "--name", name)
+        assert not pin.exists()
+        r = _enroll(bins, n1, sock, "add", "--pid", "999999999", "--name", name, check=False)
+        assert r.returncode == 1 and "no process" in r.stderr and not pin.exists()
+        # a process in the caller's (the node's) netns: ambit-redirect refuses
+        # it, and the pin made for it is removed again
+        other = n1.popen(["sleep", "120"])
+        r = _enroll(bins, n1, sock, "add", "--pid", str(other.pid), "--name", name, check=False)
+        assert r.returncode == 1 and "capture rules not installed" in r.stderr, r.stderr
+        assert not pin.exists()
+    finally:
+        if pin.exists():
+            subprocess.run(["ip", "netns", "delete", pin.name])
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
