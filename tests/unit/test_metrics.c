@@ -494,6 +494,66 @@ static void test_two_workers_concurrent(void **state)
 	free(text);
 }
 
+struct intern_arg {
+	int seed;
+	uint32_t ids[300];
+};
+
+static void *interner(void *p)
+{
+	struct intern_arg *a = p;
+	struct metrics_labels l;
+	char name[32];
+	int i;
+
+	for (i = 0; i < 300; i++) {
+		/* both threads intern the same 200 names, in different orders,
+		 * plus 100 of their own */
+		int k = i < 200 ? (a->seed ? 199 - i : i) : 1000 * (a->seed + 1) + i;
+
+		snprintf(name, sizeof(name), "w%d", k);
+		fill(&l, METRICS_REPORTER_SOURCE, name, "be");
+		a->ids[i] = metrics_series(&l);
+		metrics_conn_open(metrics_shard((unsigned)a->seed), a->ids[i]);
+	}
+	return NULL;
+}
+
+/* New label sets interned from two threads while a scraper renders: one
+ * id per label set, all counts present, no duplicate series. */
+static void test_concurrent_interning(void **state)
+{
+	struct intern_arg a[2] = { { .seed = 0 }, { .seed = 1 } };
+	pthread_t t[2], sc;
+	int stop = 0, i;
+	char *text, *blk, *line, *save;
+	int lines = 0;
+
+	(void)state;
+	metrics_fini();
+	assert_int_equal(metrics_init(2, 1024), 0);
+	assert_int_equal(pthread_create(&sc, NULL, scraper, &stop), 0);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, interner, &a[i]), 0);
+	for (i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	pthread_join(sc, NULL);
+	assert_int_equal(metrics_series_count(), 1 + 200 + 200);
+	for (i = 0; i < 200; i++)
+		assert_int_equal(a[0].ids[i], a[1].ids[199 - i]);
+	for (i = 0; i < 200; i++)
+		assert_int_equal(metrics_tcp_sum(a[0].ids[i], MT_OPENED), 2);
+	text = render();
+	blk = family_block(text, "istio_tcp_connections_opened_total");
+	for (line = strtok_r(blk, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		if (line[0] != '#')
+			lines++;
+	assert_int_equal(lines, 400);
+	free(blk);
+	free(text);
+}
+
 /* Structural checks on the whole output: HELP/TYPE once per family, right
  * before its samples, families sorted, no duplicate sample line names. */
 static void test_render_structure(void **state)
@@ -594,6 +654,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_children_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_register_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_workers_concurrent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_interning, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_render_structure, setup, teardown),
 		cmocka_unit_test(test_rflags_str),
 		cmocka_unit_test_setup_teardown(test_uninitialised, setup, teardown),
