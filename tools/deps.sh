@@ -24,7 +24,7 @@ liburing-dev libnghttp2-dev libnl-3-dev libnl-route-3-dev libinih-dev \
 libnftables-dev libjansson-dev libcmocka-dev \
 clang libclang-rt-14-dev llvm \
 python3 python3-pytest containernetworking-plugins nftables iproute2 \
-curl wrk iperf3 nghttp2-client tcpdump socat procps psmisc iputils-ping openssl libwolfssl35"
+curl wrk iperf3 nghttp2-client tcpdump socat procps psmisc iputils-ping openssl python3-h2 libwolfssl35"
 
 say() { [ -n "${QUIET:-}" ] || echo "deps: $*"; }
 
