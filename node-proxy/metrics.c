@@ -524,7 +524,8 @@ static struct family *family_add(const char *name, const char *help, enum metric
 			continue;
 		f = M.fam[i];
 		pthread_mutex_unlock(&M.lock);
-		if (!collect && !f->collect && same_shape(f, type, lnames, n))
+		if (!collect && !__atomic_load_n(&f->collect, __ATOMIC_ACQUIRE) &&
+		    same_shape(f, type, lnames, n))
 			return f;
 		errno = EEXIST;
 		return NULL;
@@ -595,7 +596,7 @@ uint32_t metrics_child(struct metrics_family *mf, const char *const *values)
 	char *own;
 	uint32_t i, slot = 0;
 
-	if (!M.inited || !f || f->collect)
+	if (!M.inited || !f || __atomic_load_n(&f->collect, __ATOMIC_ACQUIRE))
 		return 0;
 	pt_init(&b);
 	pt_init(&ob);
@@ -657,6 +658,23 @@ int metrics_collector_register(const char *name, const char *help, enum metrics_
 	if (!collect)
 		return -EINVAL;
 	return family_add(name, help, type, lnames, collect, arg) ? 0 : -errno;
+}
+
+int metrics_family_set_collector(struct metrics_family *mf, metrics_collect_fn collect, void *arg)
+{
+	struct family *f = (struct family *)mf;
+
+	if (!M.inited || !f || !collect)
+		return -EINVAL;
+	pthread_mutex_lock(&M.lock);
+	if (__atomic_load_n(&f->collect, __ATOMIC_RELAXED)) {
+		pthread_mutex_unlock(&M.lock);
+		return -EALREADY;
+	}
+	f->arg = arg;
+	__atomic_store_n(&f->collect, collect, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&M.lock);
+	return 0;
 }
 
 void metrics_emit(struct metrics_emitter *e, const char *const *values, double v)
@@ -1135,11 +1153,13 @@ static void render_family(struct pt_buf *b, struct family *f)
 {
 	uint32_t n, i;
 
+	metrics_collect_fn collect = __atomic_load_n(&f->collect, __ATOMIC_ACQUIRE);
+
 	render_head(b, f->name, f->help, f->type);
-	if (f->collect) {
+	if (collect) {
 		struct metrics_emitter e = { .f = f };
 
-		f->collect(f->arg, &e);
+		collect(f->arg, &e);
 		if (e.err) {
 			b->err = e.err;
 		} else {

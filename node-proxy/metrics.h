@@ -192,6 +192,12 @@ typedef void (*metrics_collect_fn)(void *arg, struct metrics_emitter *e);
 int metrics_collector_register(const char *name, const char *help, enum metrics_type type,
                                const char *const *label_names, metrics_collect_fn collect,
                                void *arg);
+/* Turn a slot family (e.g. a standard one) into a collector family: same
+ * name, help, type and label names; its children are no longer rendered
+ * and metrics_child returns the sink slot.  For counts another module
+ * already keeps (hbone_stats for MS_HANDSHAKES/MS_HANDSHAKE_FAILURES).
+ * 0, -EINVAL, -EALREADY (already a collector). */
+int metrics_family_set_collector(struct metrics_family *f, metrics_collect_fn collect, void *arg);
 /* One sample of the collecting family: @values as in metrics_child. */
 void metrics_emit(struct metrics_emitter *e, const char *const *values, double v);
 

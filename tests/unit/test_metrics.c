@@ -394,6 +394,42 @@ static void test_children_bounded(void **state)
 	free(text);
 }
 
+static void collect_hs(void *arg, struct metrics_emitter *e)
+{
+	const uint64_t *v = arg;
+
+	metrics_emit(e, (const char *[]){ "server" }, (double)v[1]);
+	metrics_emit(e, (const char *[]){ "client" }, (double)v[0]);
+	metrics_emit(e, (const char *[]){ "client" }, 99); /* repeat: dropped */
+}
+
+static void test_std_family_as_collector(void **state)
+{
+	static uint64_t hs[2] = { 5, 7 };
+	struct metrics_family *f = metrics_std(MS_HANDSHAKES);
+	char *text, *blk;
+
+	(void)state;
+	assert_non_null(f);
+	assert_string_equal(metrics_family_name(f), "ambit_hbone_handshakes_total");
+	metrics_ctr_add(metrics_shard(0), metrics_child(f, (const char *[]){ "client" }), 1);
+	assert_int_equal(metrics_family_set_collector(f, collect_hs, hs), 0);
+	assert_int_equal(metrics_family_set_collector(f, collect_hs, hs), -EALREADY);
+	assert_int_equal(metrics_family_set_collector(NULL, collect_hs, hs), -EINVAL);
+	assert_int_equal(metrics_child(f, (const char *[]){ "client" }), 0);
+	text = render();
+	blk = family_block(text, "ambit_hbone_handshakes_total");
+	assert_string_equal(blk, "# HELP ambit_hbone_handshakes_total mTLS handshakes completed, "
+	                         "by our role\n# TYPE ambit_hbone_handshakes_total counter\n"
+	                         "ambit_hbone_handshakes_total{role=\"client\"} 5\n"
+	                         "ambit_hbone_handshakes_total{role=\"server\"} 7\n");
+	free(blk);
+	free(text);
+	/* registering the name again as a slot family is refused now */
+	assert_null(metrics_family_register("ambit_hbone_handshakes_total", "x", METRICS_COUNTER,
+	                                    (const char *[]){ "role", NULL }));
+}
+
 static void test_register_errors(void **state)
 {
 	static const char *const two[] = { "a", "b", NULL };
@@ -653,6 +689,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_series_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_children_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_register_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_std_family_as_collector, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_workers_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_interning, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_render_structure, setup, teardown),
