@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,8 +53,10 @@ static struct {
 	int enabled;                             /* atomic */
 	uint32_t sample_n;                       /* atomic */
 	uint64_t written, write_errors, reopens; /* atomic */
-	char *batch;
-	uint64_t *new_tail; /* writer's scratch: [n] */
+	char *batch;                             /* [WRITE_BATCH] */
+	char *line;                              /* [AL_LINE_MAX], one formatted line */
+	size_t batch_max;                        /* bytes per write(2) */
+	uint64_t *new_tail;                      /* writer's scratch: [n] */
 } A;
 
 void al_str(char *dst, size_t cap, const char *src)
@@ -357,6 +361,17 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
+/* Regular files opened O_APPEND take each write(2) whole; pipes and
+ * terminals (stderr under systemd or a container runtime) only up to
+ * PIPE_BUF, beyond which our lines could interleave with the daemon log's
+ * own lines.  Batch accordingly. */
+static void set_batch_max(void)
+{
+	struct stat st;
+
+	A.batch_max = (!fstat(A.fd, &st) && S_ISREG(st.st_mode)) ? WRITE_BATCH : PIPE_BUF;
+}
+
 static void do_reopen(void)
 {
 	int fd;
@@ -372,14 +387,25 @@ static void do_reopen(void)
 	}
 	close(A.fd);
 	A.fd = fd;
+	set_batch_max();
 	__atomic_fetch_add(&A.reopens, 1, __ATOMIC_RELAXED);
+}
+
+static void write_batch(size_t len, size_t lines)
+{
+	if (!lines)
+		return;
+	if (write_all(A.fd, A.batch, len))
+		__atomic_fetch_add(&A.write_errors, lines, __ATOMIC_RELAXED);
+	else
+		__atomic_fetch_add(&A.written, lines, __ATOMIC_RELAXED);
 }
 
 /* One pass over every ring.  Returns the number of lines handled. */
 static size_t drain_once(void)
 {
 	uint64_t *new_tail = A.new_tail;
-	size_t len = 0, lines = 0, batch_lines = 0;
+	size_t len = 0, lines = 0, batch_lines = 0, n;
 	unsigned i;
 
 	for (i = 0; i < A.n; i++)
@@ -388,35 +414,23 @@ static size_t drain_once(void)
 		struct al_ring *r = &A.rings[i];
 		uint64_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
 
-		while (new_tail[i] != head) {
-			size_t n;
-
-			if (WRITE_BATCH - len < AL_LINE_MAX)
-				goto flush;
-			n = accesslog_format(&r->rec[new_tail[i] & A.mask], A.batch + len,
-			                     WRITE_BATCH - len);
+		for (; new_tail[i] != head; new_tail[i]++) {
+			n = accesslog_format(&r->rec[new_tail[i] & A.mask], A.line, AL_LINE_MAX);
+			if (len + n > A.batch_max) {
+				write_batch(len, batch_lines);
+				lines += batch_lines;
+				len = 0;
+				batch_lines = 0;
+			}
+			memcpy(A.batch + len, A.line, n);
 			len += n;
-			new_tail[i]++;
 			batch_lines++;
-			continue;
-		flush:
-			if (write_all(A.fd, A.batch, len))
-				__atomic_fetch_add(&A.write_errors, batch_lines, __ATOMIC_RELAXED);
-			else
-				__atomic_fetch_add(&A.written, batch_lines, __ATOMIC_RELAXED);
-			lines += batch_lines;
-			len = 0;
-			batch_lines = 0;
 		}
 	}
-	if (batch_lines) {
-		if (write_all(A.fd, A.batch, len))
-			__atomic_fetch_add(&A.write_errors, batch_lines, __ATOMIC_RELAXED);
-		else
-			__atomic_fetch_add(&A.written, batch_lines, __ATOMIC_RELAXED);
-		lines += batch_lines;
-	}
-	/* Free the slots only now that their lines are out of A.batch. */
+	write_batch(len, batch_lines);
+	lines += batch_lines;
+	/* Free the slots only once their lines are written, so that
+	 * accesslog_flush (which waits for tail) means "on disk". */
 	for (i = 0; i < A.n; i++)
 		__atomic_store_n(&A.rings[i].tail, new_tail[i], __ATOMIC_RELEASE);
 	return lines;
@@ -500,8 +514,9 @@ int accesslog_init(unsigned max_workers, unsigned ring_size, const char *path)
 	rc = -ENOMEM;
 	A.rings = aligned_alloc(64, ((sizeof(*A.rings) * max_workers) + 63) & ~(size_t)63);
 	A.batch = malloc(WRITE_BATCH);
+	A.line = malloc(AL_LINE_MAX);
 	A.new_tail = calloc(max_workers, sizeof(*A.new_tail));
-	if (!A.rings || !A.batch || !A.new_tail)
+	if (!A.rings || !A.batch || !A.line || !A.new_tail)
 		goto fail;
 	memset(A.rings, 0, sizeof(*A.rings) * max_workers);
 	for (i = 0; i < max_workers; i++) {
@@ -521,6 +536,7 @@ int accesslog_init(unsigned max_workers, unsigned ring_size, const char *path)
 	} else {
 		A.fd = STDERR_FILENO;
 	}
+	set_batch_max();
 	rc = -pthread_create(&A.thread, NULL, writer_main, NULL);
 	if (rc)
 		goto fail;
@@ -534,6 +550,7 @@ fail:
 			free(A.rings[i].rec);
 	free(A.rings);
 	free(A.batch);
+	free(A.line);
 	free(A.new_tail);
 	free(A.path);
 	memset(&A, 0, sizeof(A));
@@ -554,6 +571,7 @@ void accesslog_fini(void)
 		free(A.rings[i].rec);
 	free(A.rings);
 	free(A.batch);
+	free(A.line);
 	free(A.new_tail);
 	free(A.path);
 	memset(&A, 0, sizeof(A));

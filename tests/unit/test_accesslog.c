@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -412,6 +415,86 @@ static void test_metrics_export(void **state)
 	metrics_fini();
 }
 
+struct fifo_reader {
+	int fd;
+	char *buf;
+	size_t len, cap;
+};
+
+static void *fifo_read_all(void *p)
+{
+	struct fifo_reader *r = p;
+	ssize_t n;
+
+	for (;;) {
+		if (r->len == r->cap) {
+			r->cap = r->cap ? r->cap * 2 : 65536;
+			r->buf = realloc(r->buf, r->cap);
+			if (!r->buf)
+				return NULL;
+		}
+		n = read(r->fd, r->buf + r->len, r->cap - r->len);
+		if (n <= 0)
+			break; /* EOF: every writer closed */
+		r->len += (size_t)n;
+	}
+	return NULL;
+}
+
+/* To a pipe (stderr under systemd), lines are written in chunks of at
+ * most PIPE_BUF, so another writer's lines (the daemon log) never land
+ * inside ours. */
+static void test_pipe_lines_whole(void **state)
+{
+	char fifo[160], marker[201], *line, *save;
+	struct fifo_reader rd = { 0 };
+	struct al_record r;
+	pthread_t t;
+	int wfd, i, json = 0, markers = 0;
+
+	(void)state;
+	snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	rd.fd = open(fifo, O_RDONLY | O_NONBLOCK);
+	assert_true(rd.fd >= 0);
+	wfd = open(fifo, O_WRONLY);
+	assert_true(wfd >= 0);
+	/* blocking reads from here on */
+	assert_int_equal(fcntl(rd.fd, F_SETFL, 0), 0);
+	assert_int_equal(pthread_create(&t, NULL, fifo_read_all, &rd), 0);
+	assert_int_equal(accesslog_init(1, 4096, fifo), 0);
+	memset(marker, 'm', sizeof(marker) - 2);
+	marker[sizeof(marker) - 2] = '\n';
+	marker[sizeof(marker) - 1] = '\0';
+	sample_record(&r);
+	al_str(r.baggage, sizeof(r.baggage), "k=v");
+	for (i = 0; i < 2000; i++) {
+		assert_int_equal(accesslog_submit(0, &r), 1);
+		assert_int_equal(write(wfd, marker, 200), 200);
+	}
+	assert_int_equal(accesslog_flush(10000), 0);
+	accesslog_fini();
+	close(wfd);
+	pthread_join(t, NULL);
+	close(rd.fd);
+	assert_non_null(rd.buf);
+	rd.buf[rd.len - 1] = '\0';
+	for (line = strtok_r(rd.buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (line[0] == 'm') {
+			assert_int_equal(strspn(line, "m"), 199);
+			assert_int_equal(strlen(line), 199);
+			markers++;
+		} else {
+			json_decref(parse_line(line, strlen(line)));
+			json++;
+		}
+	}
+	assert_int_equal(markers, 2000);
+	assert_int_equal(json, 2000);
+	free(rd.buf);
+	unlink(fifo);
+}
+
 static void test_admin_query(void **state)
 {
 	(void)state;
@@ -565,6 +648,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_bad_path_and_stderr, after_each),
 		cmocka_unit_test_teardown(test_metrics_export, after_each),
 		cmocka_unit_test_teardown(test_admin_query, after_each),
+		cmocka_unit_test_teardown(test_pipe_lines_whole, after_each),
 		cmocka_unit_test(test_traceparent),
 		cmocka_unit_test(test_baggage),
 	};
