@@ -890,3 +890,22 @@ def test_enroll_by_pid_pins_the_netns(topo, bins):
             subprocess.run(["ip", "netns", "delete", pin.name])
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=20)
+
+
+def test_install_doc_covers_shipped_files():
+    """docs/install.md names every file shipped in configs/k8s and
+    configs/systemd, every capability the manifests add, and every flag of
+    ambit-enroll, so the guide cannot silently fall behind."""
+    doc = (ROOT / "docs" / "install.md").read_text()
+    for base in (K8S, SYSTEMD):
+        for f in sorted(p for p in base.rglob("*") if p.is_file()):
+            assert f.name in doc, f"docs/install.md does not mention {f.relative_to(ROOT)}"
+    caps = set()
+    for f in K8S.rglob("*.yaml"):
+        caps |= set(re.findall(r'add: \[([^\]]*)\]', f.read_text()))
+    for c in {x.strip(' "') for group in caps for x in group.split(",")}:
+        assert c in doc, f"capability {c} not explained in docs/install.md"
+    flags = set(re.findall(r"^\t(--[a-z-]+)\)", (SYSTEMD / "ambit-enroll").read_text(), re.M))
+    assert flags, "no flags found in ambit-enroll"
+    for fl in flags:
+        assert fl in doc, f"ambit-enroll {fl} not in docs/install.md"
