@@ -458,6 +458,46 @@ def check_kustomization(directory, rules, rep):
             rep.add("kustomization.yaml", f"images: {img.get('name')} is not the node image")
 
 
+def check_paths(objs, ini, rules, rep):
+    """The CNI plugin (on the host) and node-proxy (in the pod) must meet at
+    the same control socket, on a host directory both see, and the registry
+    must live on the host so it survives the container."""
+    import json
+
+    where = "ConfigMap ambit-node-proxy"
+    cm = objs.get(("ConfigMap", "ambit-node-proxy")) or {}
+    text = (cm.get("data") or {}).get("ambit-cni.plugin.json")
+    if text is None:
+        rep.add(where, "no ambit-cni.plugin.json")
+        return
+    try:
+        plugin = json.loads(text)
+    except ValueError as e:
+        rep.add(where, f"ambit-cni.plugin.json is not JSON: {e}")
+        return
+    if not isinstance(plugin, dict) or plugin.get("type") != "ambit-cni":
+        rep.add(where, 'ambit-cni.plugin.json: "type" must be "ambit-cni"')
+        return
+    sock = (ini or {}).get(("paths", "control_socket"), "/run/ambit/node-proxy.sock")
+    state = (ini or {}).get(("paths", "state_file"), "/var/lib/ambit/node-proxy.state")
+    if plugin.get("controlSocket", "/run/ambit/node-proxy.sock") != sock:
+        rep.add(where, f"ambit-cni.plugin.json controlSocket {plugin.get('controlSocket')!r} "
+                       f"is not node-proxy's control_socket {sock!r}")
+    excluded = plugin.get("excludeNamespaces") or []
+    for ns in (rules["namespace"], "kube-system"):
+        if ns not in excluded:
+            rep.add(where, f"ambit-cni.plugin.json excludeNamespaces lacks {ns}")
+    mounts = rules["daemonsets"]["ambit-node-proxy"].get("host_mounts") or {}
+    for what, path in (("control_socket", sock), ("state_file", state)):
+        host = [m for m in mounts if path.startswith(m.rstrip("/") + "/")]
+        if not host:
+            rep.add(where, f"node-proxy.ini {what} {path} is not on a host mount "
+                           f"({', '.join(sorted(mounts))})")
+    if not state.startswith("/var/lib/"):
+        rep.add(where, f"node-proxy.ini state_file {state} must persist across reboots "
+                       "of the pod (under /var/lib)")
+
+
 def validate(directory, rules_path=HERE / "k8s-rules.yaml", ini_reference=None):
     rep = Report()
     rules = yaml.safe_load(pathlib.Path(rules_path).read_text())
@@ -494,6 +534,7 @@ def validate(directory, rules_path=HERE / "k8s-rules.yaml", ini_reference=None):
                 elif (s, k) not in ref:
                     rep.add("ConfigMap ambit-node-proxy node-proxy.ini",
                             f"key {s}.{k} unknown to {ini_reference}")
+    check_paths(objs, ini, rules, rep)
     for src, doc in docs:
         check_required(src, doc, rules, rep)
         check_api(src, doc, rep)
