@@ -275,11 +275,14 @@ int policy_eval(const struct policy_set *ps, const struct workload *dst,
 	if (pa && pa->mode == MODE_STRICT && (c->plaintext || !c->src_principal))
 		return verdict(v, POLICY_DENY_PLAINTEXT, pa);
 
-	if (c->src_principal) {
+	/* plaintext carries no identity, whatever the caller filled in */
+	if (c->src_principal && !c->plaintext) {
 		s.princ = strip_spiffe(c->src_principal);
 		s.princ_len = strlen(s.princ);
 	}
-	if (c->src_ns) {
+	if (c->plaintext) {
+		/* no namespace either */
+	} else if (c->src_ns) {
 		s.ns = c->src_ns;
 		s.ns_len = strlen(c->src_ns);
 	} else if (s.princ) {

@@ -29,6 +29,7 @@ struct conf_errors;
 
 /* What is known about a connection arriving at (or leaving for) @dst. */
 struct policy_conn {
+	/* Both ignored when @plaintext: a plaintext peer has no identity. */
 	const char *src_principal; /* peer's SPIFFE id "spiffe://TD/ns/NS/sa/SA", NULL if none */
 	const char *src_ns;        /* NULL: taken from the principal's "/ns/NS/" */
 	struct wl_ip src_ip;       /* family 0: unknown, matches no ip_blocks */
