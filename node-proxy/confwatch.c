@@ -62,8 +62,15 @@ static void add_watches(struct confwatch *cw)
 
 static void log_errors(const char *what, const struct conf_errors *e)
 {
-	for (unsigned i = 0; i < e->n; i++)
-		log_warn("event=config_refused kind=%s error=\"%s\"", what, e->msg[i]);
+	for (unsigned i = 0; i < e->n; i++) {
+		char m[CONFDIR_ERR_LEN];
+		/* keep the key=value line parseable: no '"' inside the quoted value */
+		snprintf(m, sizeof(m), "%s", e->msg[i]);
+		for (char *c = m; *c; c++)
+			if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20)
+				*c = '\'';
+		log_warn("event=config_refused kind=%s error=\"%s\"", what, m);
+	}
 	if (e->dropped)
 		log_warn("event=config_refused kind=%s more_errors=%u", what, e->dropped);
 }
