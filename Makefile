@@ -58,9 +58,10 @@ deps:
 
 # make test: everything a fresh Debian 12 machine needs, then the whole suite
 # under AddressSanitizer + UndefinedBehaviorSanitizer.
+NPROC := $(shell nproc 2>/dev/null || echo 2)
 test: deps
-	@$(MAKE) --no-print-directory O=build/san SAN=1 all unit
-	@$(MAKE) --no-print-directory fuzz-build
+	@$(MAKE) --no-print-directory -j$(NPROC) O=build/san SAN=1 all unit
+	@$(MAKE) --no-print-directory -j$(NPROC) fuzz-build
 	@./tests/run-all.sh build/san
 
 # --- fuzzing (clang + libFuzzer) -------------------------------------------
@@ -70,7 +71,10 @@ FUZZ_CFLAGS  := -std=gnu11 -g -O1 -D_GNU_SOURCE -pthread -I$(ROOT) $(NL_CFLAGS) 
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -DAMBIT_FUZZ
 fuzz-build: $(foreach f,$(FUZZERS),$(FUZZ_O)/fuzz_$(f))
-$(FUZZ_O)/fuzz_%:
+# A harness is rebuilt when any of its sources changes (headers are not
+# tracked: make clean after changing one).
+.SECONDEXPANSION:
+$(FUZZ_O)/fuzz_%: $$(FUZZ_SRCS_$$*)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(FUZZ_SRCS_$*) -o $@ $(FUZZ_LIBS_$*)
 fuzz: fuzz-build

@@ -8,6 +8,7 @@
 set -u
 cd "$(dirname "$0")/.."
 B=${1:-build/san}
+export PATH="$PWD/.deps/prometheus/usr/bin:$PATH"
 pass=0
 fail=0
 out=$(mktemp -d /tmp/ambit-tests.XXXXXX)

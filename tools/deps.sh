@@ -54,6 +54,23 @@ if [ -n "$missing" ]; then
 		--no-install-recommends $missing
 fi
 
+# promtool (validates the Prometheus exposition in tests) comes from
+# Debian's prometheus package, unpacked into .deps rather than installed:
+# installing it would enable and start a Prometheus server on the machine.
+PROMTOOL_DIR="$ROOT/.deps/prometheus"
+if [ ! -x "$PROMTOOL_DIR/usr/bin/promtool" ]; then
+	say "unpacking promtool from Debian's prometheus package into .deps/prometheus"
+	tmp=$(mktemp -d)
+	if (cd "$tmp" && apt-get download -q prometheus >/dev/null 2>&1 ||
+		{ apt_update && cd "$tmp" && apt-get download -q prometheus >/dev/null; }); then
+		rm -rf "$PROMTOOL_DIR"
+		dpkg-deb -x "$tmp"/prometheus_*.deb "$PROMTOOL_DIR"
+	else
+		echo "deps: could not download prometheus (promtool checks will be skipped)" >&2
+	fi
+	rm -rf "$tmp"
+fi
+
 if [ -f "$PREFIX/.stamp" ] && [ "$(cat "$PREFIX/.stamp")" = "$STAMP_KEY" ] &&
 	[ -f "$PREFIX/lib/libwolfssl.so" ] && [ -f "$PREFIX/include/wolfssl/options.h" ]; then
 	exit 0
