@@ -10,6 +10,11 @@ without nsenter.  Prints median / p90 / p99 / max.  Not part of make test.
 
     tests/bench/cni_latency.py [--pods 100] [--bin build/bin]
 Targets (issue 5): ADD p99 <= 50 ms, DEL p99 <= 20 ms.
+
+On a machine busy with other work the wall times measure the run queue
+more than the plugin (the /bin/true line shows by how much).  To see the
+plugin's own latency there, run it at real-time priority, which node-proxy
+and every plugin process inherit:  chrt -f 10 tests/bench/cni_latency.py
 """
 
 import argparse
