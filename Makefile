@@ -94,6 +94,11 @@ $(O)/bin/crypto-speed: tools/crypto-speed.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< -o $@ -ldl
 
+# make demo: a single-node mesh with real pods, identities, policy, metrics.
+demo: deps
+	@$(MAKE) --no-print-directory -j$(NPROC) all
+	@/usr/bin/python3 tools/demo/demo.py --bin $(O)/bin
+
 bench: deps all
 	@./tests/bench/run.sh $(O)
 
