@@ -66,6 +66,8 @@ def table(res, rss_idle, rss_load, load0, load1, rounds, duration, threads):
     for k, n in (("wrk4", 4), ("wrk64", 64)):
         L.append(f"| vCPU per 1000 req/s, both sidecars, wrk {n} conns | " +
                  " | ".join(f"{res[c][k][3]:.3f}" for c in cols) + f" | {REFERENCE['vcpu']} |")
+    L.append("| CPU ms per new connection, both sidecars | " +
+             " | ".join(f"{res[c]['conn_cpu_ms']:.2f}" for c in cols) + " | |")
     L.append("| RSS per sidecar, idle (MiB) | " +
              " | ".join(", ".join(f"{v / 1024:.1f}" for v in rss_idle[c].values()) for c in cols) + " | |")
     L.append("| RSS per sidecar, after the runs (MiB) | " +

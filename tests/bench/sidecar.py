@@ -283,24 +283,30 @@ def iperf(pod, ip, duration=DURATION):
     return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"]
 
 
-def connrate(pod, binary, ip, port=8080, duration=DURATION, conc=8):
-    """New connections per second: one HTTP request per TCP connection."""
+def connrate(pod, binary, ip, port=8080, duration=DURATION, conc=8, pids=()):
+    """New connections per second, one HTTP request per TCP connection:
+    (rate, CPU ms of pids per connection or None)."""
+    c0 = cpu_ticks(pids)
     r = pod.run([str(binary), ip, str(port), str(duration), str(conc)], timeout=duration + 30)
+    c1 = cpu_ticks(pids)
     m = dict(kv.split("=") for kv in r.stdout.split())
-    if int(m["errors"]) > int(m["conns"]) // 100:
+    n = int(m["conns"])
+    if n == 0 or int(m["errors"]) > n // 100:
         raise RuntimeError("connrate errors: " + r.stdout + r.stderr)
-    return float(m["rate"])
+    return float(m["rate"]), ((c1 - c0) / CLK_TCK * 1e3 / n if pids else None)
 
 
 def measure(src, dst_ip, pids=(), connrate_bin=None, duration=DURATION):
     """One round from pod src to dst_ip (bench-httpd on 8080, iperf3 -s on
     5201 there): {"iperf": bit/s, "wrk4"/"wrk64": (rps, p50, p99, vcpu),
-    "conns": new connections/s or None}.  pids: proxy processes whose CPU
+    "conns": new connections/s or None, "conn_cpu_ms": CPU ms of pids per
+    new connection or None}.  pids: proxy processes whose CPU
     is charged to the traffic (vcpu = None without)."""
     m = {"iperf": iperf(src, dst_ip, duration)}
     for k, n in (("wrk4", 4), ("wrk64", 64)):
         m[k] = wrk(src, f"http://{dst_ip}:8080/", n, duration, pids)
-    m["conns"] = connrate(src, connrate_bin, dst_ip, 8080, duration) if connrate_bin else None
+    m["conns"], m["conn_cpu_ms"] = (connrate(src, connrate_bin, dst_ip, 8080, duration, pids=pids)
+                                    if connrate_bin else (None, None))
     return m
 
 
@@ -316,6 +322,8 @@ def merge_best(best, m):
                    None if o[3] is None else min(o[3], n[3]))
     if m["conns"] is not None:
         best["conns"] = max(best["conns"] or 0, m["conns"])
+    if m["conn_cpu_ms"] is not None:
+        best["conn_cpu_ms"] = min(best["conn_cpu_ms"] or 1e9, m["conn_cpu_ms"])
     return best
 
 
