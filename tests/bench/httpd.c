@@ -37,9 +37,9 @@ int main(int argc, char **argv)
 	if (body < 0 || body > 65536)
 		return 2;
 	resp_len = (size_t)snprintf(resp, sizeof(resp),
-				    "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n"
-				    "Content-Type: text/plain\r\n\r\n",
-				    body);
+	                            "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n"
+	                            "Content-Type: text/plain\r\n\r\n",
+	                            body);
 	memset(resp + resp_len, 'x', (size_t)body);
 	resp_len += (size_t)body;
 
