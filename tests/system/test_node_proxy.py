@@ -679,3 +679,48 @@ def test_backpressure_bounds_buffers(topo, bins, mode, recv):
     out, _ = p.communicate(timeout=60)
     assert int(out) == total, out
     proxy.stop_clean()
+
+
+_HTTP6_SERVER = r"""
+import http.server, socket, sys
+class S(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("%s\n" % self.client_address[0]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+S(("::", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_ipv6(topo, bins, mode):
+    """Pods with an IPv6 address get [::] listeners too; IPv6 flows are
+    captured and relayed (IP6T_SO_ORIGINAL_DST), with and without the
+    same-node shortcut."""
+    n1 = topo.add_node("n1")
+    a = topo.add_pod(n1, "a")
+    b = topo.add_pod(n1, "b")
+    # the harness's CNI chain is IPv4; give both pods a ULA on the bridge
+    a.run(["ip", "-6", "addr", "add", "fd00:ab::2/64", "dev", "eth0", "nodad"])
+    b.run(["ip", "-6", "addr", "add", "fd00:ab::3/64", "dev", "eth0", "nodad"])
+    proxy = Proxy(topo, bins, n1, extra=MODES[mode])
+    for p, ip6 in ((a, "fd00:ab::2"), (b, "fd00:ab::3")):
+        n1.run([str(bins / "ambit-redirect"), "install", "--netns", p.path])
+        proxy.ctl("add", "--uid", f"uid-{p.name}", "--namespace", "default", "--name", p.name,
+                  "--netns", p.path, "--ip", p.ip, "--ip", ip6)
+    assert "[::]:15001" in b.run(["ss", "-Htln"]).stdout
+    serve(b, _HTTP6_SERVER, 8086)
+    wait_port(b, 8086, host="::1")
+    s0 = proxy.stats()
+    r = a.run(["curl", "-sS", "--max-time", "5", "http://[fd00:ab::3]:8086/"])
+    assert r.stdout.strip() in ("fd00:ab::2", "fd00:ab::3"), r.stdout
+    s1 = proxy.stats()
+    assert s1["accepted"] - s0["accepted"] == proxy.hops
+    assert s1["bytes_up_down"] > s0["bytes_up_down"]
+    proxy.stop_clean()
