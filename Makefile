@@ -99,7 +99,9 @@ demo: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) all
 	@/usr/bin/python3 tools/demo/demo.py --bin $(O)/bin
 
-bench: deps all
+bench:
+	@./tools/deps.sh bench
+	@$(MAKE) --no-print-directory -j$(NPROC) all
 	@./tests/bench/run.sh $(O)
 
 format:

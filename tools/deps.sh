@@ -24,7 +24,11 @@ liburing-dev libnghttp2-dev libnl-3-dev libnl-route-3-dev libinih-dev \
 libnftables-dev libjansson-dev libcmocka-dev \
 clang libclang-rt-14-dev llvm \
 python3 python3-pytest containernetworking-plugins nftables iproute2 \
-curl wrk iperf3 nghttp2-client tcpdump socat procps psmisc iputils-ping openssl python3-h2 libwolfssl35"
+curl wrk iperf3 nghttp2-client tcpdump socat procps psmisc iputils-ping openssl python3-h2 python3-yaml podman runc busybox-static \
+libwolfssl35"
+# Only for make bench (per-pod sidecar baseline): tools/deps.sh bench
+BENCH_PKGS="haproxy"
+[ "${1:-}" != bench ] || PKGS="$PKGS $BENCH_PKGS"
 
 say() { [ -n "${QUIET:-}" ] || echo "deps: $*"; }
 
