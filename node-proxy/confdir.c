@@ -34,6 +34,8 @@ void conf_error(struct conf_errors *e, const char *file, int line, const char *f
 	char msg[CONFDIR_ERR_LEN - 64];
 	va_list ap;
 
+	if (!e)
+		return;
 	if (e->n >= CONFDIR_MAX_ERRORS) {
 		e->dropped++;
 		return;

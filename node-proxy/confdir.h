@@ -33,6 +33,7 @@ struct conf_errors {
 };
 
 void conf_errors_init(struct conf_errors *e);
+/* Record "FILE:LINE: message" (line 0: "FILE: message"); @e NULL: drop it. */
 void conf_error(struct conf_errors *e, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Append the messages of @src to @dst (NULL: nothing). */

@@ -187,6 +187,10 @@ int confwatch_open(const struct confwatch_opts *o, struct confwatch **out, struc
 	struct confwatch *cw;
 	int rc;
 
+	if (o->root_ns && !conf_valid_dns_label(o->root_ns)) {
+		conf_error(err, "root namespace", 0, "bad namespace \"%s\"", o->root_ns);
+		return -EINVAL;
+	}
 	cw = calloc(1, sizeof(*cw));
 	if (!cw)
 		return -ENOMEM;

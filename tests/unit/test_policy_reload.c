@@ -256,6 +256,12 @@ static void test_open_refuses_bad(void **state)
 	assert_int_equal(e.n, 1);
 	assert_non_null(strstr(e.msg[0], "/a.ini:3: unknown key \"bogus\""));
 
+	o.root_ns = "Not_A_Namespace";
+	conf_errors_init(&e);
+	assert_int_equal(confwatch_open(&o, &cw, &e), -EINVAL);
+	assert_non_null(strstr(e.msg[0], "bad namespace"));
+	o.root_ns = NULL;
+
 	o.policy_dir = "/nonexistent";
 	conf_errors_init(&e);
 	assert_int_equal(confwatch_open(&o, &cw, &e), -EINVAL);
