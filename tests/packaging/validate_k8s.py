@@ -70,11 +70,35 @@ def label(src, doc):
 
 # --- layer 1: YAML -----------------------------------------------------------
 
+def kustomization(d):
+    try:
+        return yaml.safe_load((pathlib.Path(d) / "kustomization.yaml").read_text()) or {}
+    except yaml.YAMLError:
+        return None
+
+
+def is_overlay(k):
+    return bool(k.get("bases") or k.get("patches") or k.get("patchesStrategicMerge"))
+
+
+def overlay_dirs(directory):
+    """Kustomize overlays below DIR (bases or patches): their files are
+    patches, not objects."""
+    out = []
+    for p in sorted(pathlib.Path(directory).rglob("kustomization.yaml")):
+        k = kustomization(p.parent)
+        if k is not None and is_overlay(k):
+            out.append(p.parent)
+    return out
+
+
 def load(directory, rep):
-    """[(source, doc)] for every object in every *.yaml except kustomization."""
+    """[(source, doc)] for every object in every *.yaml except kustomization
+    files and overlays."""
     docs = []
+    overlays = overlay_dirs(directory)
     for path in sorted(pathlib.Path(directory).rglob("*.yaml")):
-        if path.name == "kustomization.yaml":
+        if path.name == "kustomization.yaml" or any(o in path.parents for o in overlays):
             continue
         rel = path.relative_to(directory)
         try:
@@ -310,6 +334,10 @@ def check_pod(src, doc, objs, rules, ini, rep):
     for v in volumes:
         if v not in used:
             rep.add(where, f"volume {v!r} is mounted by no container")
+    for vname, v in volumes.items():
+        sources = [k for k in v if k != "name"]
+        if len(sources) != 1:
+            rep.add(where, f"volume {vname}: needs exactly one source, has {sources}")
     allowed_hp = rules.get("host_paths") or {}
     for vname, v in volumes.items():
         hp = get(v, "hostPath.path")
@@ -437,25 +465,26 @@ def check_rbac(src, doc, objs, rules, rep):
                 rep.add(where, f"subject ServiceAccount {s.get('name')} is not defined")
 
 
-def check_kustomization(directory, rules, rep):
-    path = pathlib.Path(directory) / "kustomization.yaml"
-    if not path.exists():
+def check_kustomization(kdir, rules, rep):
+    """A base lists every manifest beside it (examples excepted) and only
+    files that exist; images name the node image."""
+    kdir = pathlib.Path(kdir)
+    where = str(kdir / "kustomization.yaml")
+    k = kustomization(kdir)
+    if k is None:
+        rep.add(where, "not valid YAML")
         return
-    try:
-        k = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        rep.add("kustomization.yaml", f"not valid YAML: {e}".replace("\n", " "))
-        return
-    listed = set(k.get("resources") or [])
+    listed = set(k.get("resources") or []) | set(k.get("bases") or [])
     for r in listed:
-        if not (pathlib.Path(directory) / r).exists():
-            rep.add("kustomization.yaml", f"resource {r} does not exist")
-    for p in pathlib.Path(directory).glob("*.yaml"):
-        if p.name != "kustomization.yaml" and ".example." not in p.name and p.name not in listed:
-            rep.add("kustomization.yaml", f"{p.name} is not listed in resources")
+        if not (kdir / r).exists():
+            rep.add(where, f"resource {r} does not exist")
+    if not is_overlay(k):
+        for p in kdir.glob("*.yaml"):
+            if p.name != "kustomization.yaml" and ".example." not in p.name and p.name not in listed:
+                rep.add(where, f"{p.name} is not listed in resources")
     for img in k.get("images") or []:
         if img.get("name") != rules["image"]["repository"]:
-            rep.add("kustomization.yaml", f"images: {img.get('name')} is not the node image")
+            rep.add(where, f"images: {img.get('name')} is not the node image")
 
 
 def check_paths(objs, ini, rules, rep):
@@ -498,12 +527,98 @@ def check_paths(objs, ini, rules, rep):
                        "of the pod (under /var/lib)")
 
 
+def merge_patch(base, patch):
+    """Strategic merge, the subset kustomize overlays here use: mappings
+    merge key by key, null deletes a key, lists of mappings with "name"
+    merge by name (new names are appended), other lists are replaced."""
+    if not isinstance(base, dict) or not isinstance(patch, dict):
+        return patch
+    out = dict(base)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, list) and isinstance(out.get(k), list) and v and \
+                all(isinstance(x, dict) and "name" in x for x in v + out[k]):
+            items = [dict(x) for x in out[k]]
+            for pv in v:
+                for i, bv in enumerate(items):
+                    if bv["name"] == pv["name"]:
+                        items[i] = merge_patch(bv, pv)
+                        break
+                else:
+                    items.append(pv)
+            out[k] = items
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def render(kdir, rep):
+    """The objects a kustomization produces: its bases and resources
+    (directories rendered recursively) with its patches applied."""
+    kdir = pathlib.Path(kdir)
+    kpath = kdir / "kustomization.yaml"
+    k = kustomization(kdir)
+    if k is None:
+        rep.add(kpath, "not valid YAML")
+        return []
+    docs = []
+    for r in (k.get("bases") or []) + (k.get("resources") or []):
+        target = (kdir / r).resolve()
+        if target.is_dir():
+            if (target / "kustomization.yaml").exists():
+                docs += render(target, rep)
+            else:
+                rep.add(kpath, f"resource {r} has no kustomization.yaml")
+        elif target.exists():
+            try:
+                docs += [(f"{kdir.name}:{r}#{i}", d)
+                         for i, d in enumerate(yaml.safe_load_all(target.read_text())) if d]
+            except yaml.YAMLError as e:
+                rep.add(target, f"not valid YAML: {e}".replace("\n", " "))
+        else:
+            rep.add(kpath, f"resource {r} does not exist")
+    patches = list(k.get("patchesStrategicMerge") or []) + \
+        [p.get("path") for p in k.get("patches") or [] if isinstance(p, dict)]
+    for name in patches:
+        ppath = kdir / (name or "")
+        if not ppath.is_file():
+            rep.add(kpath, f"patch {name} does not exist")
+            continue
+        try:
+            patch = yaml.safe_load(ppath.read_text())
+        except yaml.YAMLError as e:
+            rep.add(ppath, f"not valid YAML: {e}".replace("\n", " "))
+            continue
+        key = (patch.get("kind"), get(patch, "metadata.name"))
+        for i, (src, d) in enumerate(docs):
+            if (d.get("kind"), get(d, "metadata.name")) == key:
+                docs[i] = (f"{src}+{ppath.name}", merge_patch(d, patch))
+                break
+        else:
+            rep.add(ppath, f"patch target {key[0]}/{key[1]} not among the overlay's resources")
+    return docs
+
+
 def validate(directory, rules_path=HERE / "k8s-rules.yaml", ini_reference=None):
     rep = Report()
     rules = yaml.safe_load(pathlib.Path(rules_path).read_text())
     if K8S_MODELS is None:
         rep.notes.append("python3-kubernetes not installed: API field check skipped")
     docs = load(directory, rep)
+    check_set(directory, docs, rules, ini_reference, rep)
+    for o in overlay_dirs(directory):
+        rendered = render(o, rep)
+        if rendered:
+            check_set(o, rendered, rules, ini_reference, rep)
+    for kpath in sorted(pathlib.Path(directory).rglob("kustomization.yaml")):
+        check_kustomization(kpath.parent, rules, rep)
+    return rep
+
+
+def check_set(directory, docs, rules, ini_reference, rep):
+    """Every check over one set of objects (the package, or an overlay's
+    rendering of it)."""
     objs = {}
     for src, doc in docs:
         key = (doc.get("kind"), get(doc, "metadata.name"))
@@ -542,8 +657,6 @@ def validate(directory, rules_path=HERE / "k8s-rules.yaml", ini_reference=None):
             check_rbac(src, doc, objs, rules, rep)
         if doc.get("kind") == "DaemonSet":
             check_pod(src, doc, objs, rules, ini, rep)
-    check_kustomization(directory, rules, rep)
-    return rep
 
 
 def main(argv):

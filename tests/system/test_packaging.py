@@ -44,7 +44,7 @@ def problems(directory):
 
 
 def configmap(name):
-    for p in K8S.glob("*.yaml"):
+    for p in (K8S / "base").glob("*.yaml"):
         for d in yaml.safe_load_all(p.read_text()):
             if d and d.get("kind") == "ConfigMap" and d["metadata"]["name"] == name:
                 return d["data"] or {}
@@ -73,7 +73,7 @@ def _sub(path, old, new):
     path.write_text(text.replace(old, new))
 
 
-DS = "40-daemonset.yaml"
+DS = "base/40-daemonset.yaml"
 BREAKAGES = {
     # name: (file, old, new, expected problem substring)
     "probe-port": (DS, "path: /healthz/ready\n              port: 15021\n            periodSeconds: 5",
@@ -132,37 +132,45 @@ BREAKAGES = {
                             "expected a string"),
     "init-command": (DS, 'command: ["/usr/local/bin/ambit-install-cni"]', 'command: ["/bin/true"]',
                      "command must start with /usr/local/bin/ambit-install-cni"),
-    "rbac-write-verb": ("10-rbac.yaml", 'verbs: ["get", "list", "watch"]',
+    "rbac-write-verb": ("base/10-rbac.yaml", 'verbs: ["get", "list", "watch"]',
                         'verbs: ["get", "list", "watch", "create"]', "verb 'create' not allowed"),
-    "rbac-secrets": ("10-rbac.yaml", '["pods", "namespaces", "services"]',
+    "rbac-secrets": ("base/10-rbac.yaml", '["pods", "namespaces", "services"]',
                      '["pods", "namespaces", "services", "secrets"]', "resource 'secrets' not allowed"),
-    "binding-to-nothing": ("10-rbac.yaml", "  kind: ClusterRole\n  name: ambit-node-proxy",
+    "binding-to-nothing": ("base/10-rbac.yaml", "  kind: ClusterRole\n  name: ambit-node-proxy",
                            "  kind: ClusterRole\n  name: ambit-admin", "roleRef ambit-admin is not defined"),
-    "service-account-missing": ("10-rbac.yaml", "kind: ServiceAccount\nmetadata:\n  name: ambit-node-proxy",
+    "service-account-missing": ("base/10-rbac.yaml", "kind: ServiceAccount\nmetadata:\n  name: ambit-node-proxy",
                                 "kind: ServiceAccount\nmetadata:\n  name: ambit-agent",
                                 "serviceAccountName ambit-node-proxy is not defined"),
-    "wrong-namespace": ("21-policies.yaml", "namespace: ambit-system\n  labels",
+    "wrong-namespace": ("base/21-policies.yaml", "namespace: ambit-system\n  labels",
                         "namespace: default\n  labels", "namespace must be ambit-system"),
-    "ini-unknown-key": ("20-config.yaml", "    workers = 2\n", "    workers = 2\n    worker_threads = 2\n",
+    "ini-unknown-key": ("base/20-config.yaml", "    workers = 2\n", "    workers = 2\n    worker_threads = 2\n",
                         "key proxy.worker_threads unknown"),
-    "ini-unknown-section": ("20-config.yaml", "    [timeouts]\n", "    [timeout]\n",
+    "ini-unknown-section": ("base/20-config.yaml", "    [timeouts]\n", "    [timeout]\n",
                             "section [timeout] unknown"),
-    "socket-mismatch": ("20-config.yaml", '"controlSocket": "/run/ambit/node-proxy.sock"',
+    "socket-mismatch": ("base/20-config.yaml", '"controlSocket": "/run/ambit/node-proxy.sock"',
                         '"controlSocket": "/run/ambit/proxy.sock"',
                         "is not node-proxy's control_socket"),
-    "socket-off-host": ("20-config.yaml", "control_socket = /run/ambit/node-proxy.sock",
+    "socket-off-host": ("base/20-config.yaml", "control_socket = /run/ambit/node-proxy.sock",
                         "control_socket = /tmp/node-proxy.sock", "control_socket /tmp/node-proxy.sock is not on a host mount"),
-    "state-in-run": ("20-config.yaml", "state_file = /var/lib/ambit/node-proxy.state",
+    "state-in-run": ("base/20-config.yaml", "state_file = /var/lib/ambit/node-proxy.state",
                      "state_file = /run/ambit/node-proxy.state", "must persist"),
-    "plugin-json": ("20-config.yaml", '"type": "ambit-cni",', '"type": "ambit-cni"', "is not JSON"),
-    "mesh-captures-itself": ("20-config.yaml", ', "ambit-system"]', "]",
+    "plugin-json": ("base/20-config.yaml", '"type": "ambit-cni",', '"type": "ambit-cni"', "is not JSON"),
+    "mesh-captures-itself": ("base/20-config.yaml", ', "ambit-system"]', "]",
                              "excludeNamespaces lacks ambit-system"),
-    "ini-garbage": ("20-config.yaml", "    workers = 2\n", "    workers 2\n", "not a section or key = value"),
-    "kustomization-missing-file": ("kustomization.yaml", "  - 22-services.yaml\n",
+    "ini-garbage": ("base/20-config.yaml", "    workers = 2\n", "    workers 2\n", "not a section or key = value"),
+    "kustomization-missing-file": ("base/kustomization.yaml", "  - 22-services.yaml\n",
                                    "  - 22-services.yaml\n  - 50-missing.yaml\n",
                                    "resource 50-missing.yaml does not exist"),
-    "kustomization-unlisted": ("kustomization.yaml", "  - 22-services.yaml\n", "",
+    "kustomization-unlisted": ("base/kustomization.yaml", "  - 22-services.yaml\n", "",
                                "22-services.yaml is not listed"),
+    "overlay-hostpath": ("overlays/per-node-certs/node-certs-hostpath.yaml", "path: /etc/ambit/certs",
+                         "path: /etc", "hostPath /etc is not an allowed host directory"),
+    "overlay-keeps-secret": ("overlays/per-node-certs/node-certs-hostpath.yaml", "          secret: null\n", "",
+                             "needs exactly one source"),
+    "overlay-target": ("overlays/per-node-certs/node-certs-hostpath.yaml", "  name: ambit-node-proxy",
+                       "  name: ambit-proxy", "patch target DaemonSet/ambit-proxy"),
+    "overlay-base": ("overlays/per-node-certs/kustomization.yaml", "../../base", "../../bse",
+                     "resource ../../bse does not exist"),
     "uninstall-caps": ("uninstall/ambit-uninstall.yaml", 'add: ["NET_ADMIN", "SYS_ADMIN"]',
                        'add: ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"]', "capability SYS_PTRACE"),
 }
@@ -222,6 +230,39 @@ def test_kubectl_parses_offline(tmp_path):
     out = subprocess.run([k, "label", "--local", "-o", "name", "x=y", "-f", str(bad)],
                          capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode != 0
+
+
+def _kustomize_volumes(k, kdir, env):
+    out = subprocess.run([k, "kustomize", str(kdir)], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    ds = [d for d in docs if d["kind"] == "DaemonSet" and d["metadata"]["name"] == "ambit-node-proxy"]
+    assert len(ds) == 1
+    return docs, {v["name"]: v for v in ds[0]["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_kubectl_kustomize_renders_base_and_overlay(tmp_path):
+    """kubectl's built-in kustomize renders the base and the per-node-certs
+    overlay offline, and agrees with validate_k8s's own rendering of the
+    overlay (which the validator then checks)."""
+    k = _kubectl()
+    kc = tmp_path / "kubeconfig"
+    kc.write_text("")
+    env = dict(os.environ, KUBECONFIG=str(kc))
+    docs, vols = _kustomize_volumes(k, K8S / "base", env)
+    assert {d["kind"] for d in docs} == {"Namespace", "ServiceAccount", "ClusterRole",
+                                        "ClusterRoleBinding", "ConfigMap", "DaemonSet"}
+    assert vols["node-certs"]["secret"]["secretName"] == "ambit-node-certs"
+    _, vols = _kustomize_volumes(k, K8S / "overlays" / "per-node-certs", env)
+    assert vols["node-certs"] == {"name": "node-certs",
+                                  "hostPath": {"path": "/etc/ambit/certs", "type": "Directory"}}
+    rep = validate_k8s.Report()
+    mine = validate_k8s.render(K8S / "overlays" / "per-node-certs", rep)
+    assert rep.problems == []
+    ds = [d for _, d in mine if d["kind"] == "DaemonSet"][0]
+    assert {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}["node-certs"] == \
+        vols["node-certs"]
 
 
 def test_configmap_ini_accepted_by_node_proxy(bins, tmp_path):
