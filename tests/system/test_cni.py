@@ -561,6 +561,39 @@ def test_add_rules_fail_undoes_registration(proxied, topo, bins, tmp):
     assert state_files(tmp) == []
 
 
+def test_concurrent_add_del(proxied, topo, bins, tmp):
+    # kubelet starts pods in parallel: 12 ADDs at once, then 12 DELs and a
+    # GC racing them; every pod ends registered, then every one gone.
+    import concurrent.futures as cf
+    n1, proxy = proxied
+    pods = [topo.add_pod(n1, f"p{i}") for i in range(12)]
+    c = conf_for(tmp, version="1.1.0", sock=proxy.sock)
+
+    def add(p):
+        return run_cni(bins, "ADD", dict(c, prevResult=p.result), env=pod_env(p), netns_of=n1)
+
+    def dele(p):
+        return run_cni(bins, "DEL", c, env=pod_env(p), netns_of=n1)
+
+    with cf.ThreadPoolExecutor(12) as ex:
+        for r in ex.map(add, pods):
+            assert r.rc == 0, r
+    assert len(proxy.workloads()) == 12
+    assert len(state_files(tmp)) == 12
+    assert all(has_ambit_table(p) for p in pods)
+    gc = dict(c)
+    gc["cni.dev/valid-attachments"] = [{"containerID": p.containerid, "ifname": "eth0"}
+                                       for p in pods]
+    with cf.ThreadPoolExecutor(13) as ex:
+        g = ex.submit(run_cni, bins, "GC", gc, None, n1)
+        for r in ex.map(dele, pods):
+            assert r.rc == 0, r
+        assert g.result().rc == 0, g.result()
+    assert proxy.workloads() == {}
+    assert state_files(tmp) == []
+    assert not any(has_ambit_table(p) for p in pods)
+
+
 def test_check_detects_drift(proxied, topo, bins, tmp):
     n1, proxy = proxied
     a = topo.add_pod(n1, "a")
