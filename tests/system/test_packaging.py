@@ -278,6 +278,26 @@ def test_configmap_ini_accepted_by_node_proxy(bins, tmp_path):
     assert r.returncode == 2 and "workers" in r.stderr, r.stderr
 
 
+def test_daemonset_commands_match_programs(bins):
+    """The flags the DaemonSet passes exist in the binary's help, and the
+    environment the init containers set is what ambit-install-cni reads."""
+    helptext = subprocess.run([str(bins / "ambit-node-proxy"), "--help"], capture_output=True,
+                              text=True).stdout
+    script = (K8S / "install-cni.sh").read_text()
+    for f in (K8S / DS, K8S / "uninstall" / "ambit-uninstall.yaml"):
+        spec = yaml.safe_load(f.read_text())["spec"]["template"]["spec"]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            argv = (c.get("command") or []) + (c.get("args") or [])
+            if argv and argv[0].endswith("/ambit-node-proxy"):
+                for flag in (a for a in argv if a.startswith("--")):
+                    assert flag in helptext, f"{f.name}: {flag} unknown to ambit-node-proxy"
+            if argv and argv[0].endswith("/ambit-install-cni"):
+                for e in c.get("env") or []:
+                    assert "${" + e["name"] + ":-" in script, f"{e['name']} not read by install-cni.sh"
+                for a in argv[1:]:
+                    assert a in ("install", "uninstall", "--remove-rules"), a
+
+
 def test_grace_covers_drain():
     ds = yaml.safe_load((K8S / DS).read_text())
     grace = ds["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
