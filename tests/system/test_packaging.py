@@ -980,3 +980,54 @@ def test_install_doc_covers_shipped_files():
     assert flags, "no flags found in ambit-enroll"
     for fl in flags:
         assert fl in doc, f"ambit-enroll {fl} not in docs/install.md"
+
+
+@pytest.mark.timeout(180)
+def test_bundled_plugin_enrolls_pods_with_configmap_config(topo, bins, tmp_path):
+    """The Kubernetes node path end to end, minus Kubernetes: ambit-install-cni
+    puts the bundled plugin into a CNI bin dir; the runtime (the topology's
+    CNI executor) finds ambit-cni there first and runs it chained after
+    bridge with the ConfigMap's plugin config (paths moved to this test).
+    A pod in namespace shop is enrolled and its traffic goes through
+    node-proxy; a pod in ambit-system is not (excludeNamespaces)."""
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv not installed")
+    src = _image_dir(bins, tmp_path)
+    host = tmp_path / "host"
+    (host / "bin").mkdir(parents=True)
+    (host / "net.d").mkdir()
+    (host / "net.d" / "10-podnet.conflist").write_text(json.dumps(PRIMARY))
+    n1 = topo.add_node("n1")
+    proc, sock = _serve(topo, bins, n1)
+    plugin = json.loads(configmap("ambit-node-proxy")["ambit-cni.plugin.json"])
+    plugin.update(controlSocket=sock, stateDir=str(tmp_path / "cni-state"),
+                  logFile=str(tmp_path / "cni.log"))
+    pc = tmp_path / "plugin.json"
+    pc.write_text(json.dumps(plugin))
+    subprocess.run(["sh", str(K8S / "install-cni.sh")], env=_install_env(src, host, pc),
+                   check=True, capture_output=True)
+    chained = json.loads((host / "net.d" / "10-podnet.conflist").read_text())["plugins"][-1]
+    assert chained["type"] == "ambit-cni"
+    topo.cni_path = f"{host / 'bin'}:{topo.cni_path}"
+    a = topo.add_pod(n1, "a", extra_plugins=[chained], cni_args={"K8S_POD_NAMESPACE": "shop"})
+    b = topo.add_pod(n1, "b", extra_plugins=[chained], cni_args={"K8S_POD_NAMESPACE": "shop"})
+    sysp = topo.add_pod(n1, "sys", extra_plugins=[chained],
+                        cni_args={"K8S_POD_NAMESPACE": "ambit-system"})
+    listed = json.loads(n1.run([str(bins / "ambit-node-proxy"), "ctl", "--socket", sock, "list",
+                                "--json"]).stdout)
+    assert sorted(w["name"] for w in listed) == ["a", "b"], listed
+    assert {w["namespace"] for w in listed} == {"shop"}
+    http_server(b, 8080, body="chained")
+    before = _stats(n1)["accepted"]
+    assert "chained" in a.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/"]).stdout
+    assert _stats(n1)["accepted"] > before
+    assert "enrolled" in (tmp_path / "cni.log").read_text()
+    # the plugin that ran is the installed copy in the node's bin dir
+    assert topo.find_plugin("ambit-cni") == str(host / "bin" / "ambit-cni")
+    topo.del_pod(sysp)
+    topo.del_pod(a)
+    listed = json.loads(n1.run([str(bins / "ambit-node-proxy"), "ctl", "--socket", sock, "list",
+                                "--json"]).stdout)
+    assert [w["name"] for w in listed] == ["b"]
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
