@@ -1024,6 +1024,21 @@ def test_bundled_plugin_enrolls_pods_with_configmap_config(topo, bins, tmp_path)
     assert "enrolled" in (tmp_path / "cni.log").read_text()
     # the plugin that ran is the installed copy in the node's bin dir
     assert topo.find_plugin("ambit-cni") == str(host / "bin" / "ambit-cni")
+    # a rolling update on this node: the old process drains and exits, the
+    # new one restores both pods from the state file, no CNI call between
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    # the window docs/install.md states: captured, nobody listening -> refused
+    gap = a.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/"], check=False)
+    assert gap.returncode != 0 and "chained" not in gap.stdout
+    proc, sock2 = _serve(topo, bins, n1)
+    assert sock2 == sock
+    listed = json.loads(n1.run([str(bins / "ambit-node-proxy"), "ctl", "--socket", sock, "list",
+                                "--json"]).stdout)
+    assert sorted(w["name"] for w in listed) == ["a", "b"]
+    before = _stats(n1)["accepted"]
+    assert "chained" in a.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/"]).stdout
+    assert _stats(n1)["accepted"] > before
     topo.del_pod(sysp)
     topo.del_pod(a)
     listed = json.loads(n1.run([str(bins / "ambit-node-proxy"), "ctl", "--socket", sock, "list",
