@@ -301,9 +301,7 @@ def run(args, out, state):
     state["np"] = np
     groups = [
         ("mTLS/HBONE", [("mesh", "ca_dir", nodeca), ("mesh", "trust_domain", TD)]),
-        # the policy directory key, under the names it was planned with
-        ("authorization policy", [("paths", "policy_dir", pdir)]),
-        ("authorization policy", [("policy", "dir", pdir)]),
+        ("authorization policy", [("policy", "policies_dir", pdir)]),
         ("access log", [("paths", "access_log", alog)]),
         ("access log", [("accesslog", "path", alog)]),
     ]
