@@ -481,10 +481,16 @@ def test_unit_readiness_wait(topo, bins):
     assert post.startswith("/bin/sh -c '") and post.endswith("'")
     n1 = topo.add_node("n1")
     proc, sock = _serve(topo, bins, n1)
-    body = post[len("/bin/sh -c '"):-1].replace(
-        "/usr/local/bin/ambit-node-proxy ctl status", f"{bins}/ambit-node-proxy ctl --socket {sock} status")
-    r = n1.run(["/bin/sh", "-c", body], check=False, timeout=40)
+    # what systemd hands the shell: $$ -> $, then our binary's path
+    body = post[len("/bin/sh -c '"):-1].replace("$$", "$").replace(
+        "/usr/local/bin/ambit-node-proxy", f"{bins}/ambit-node-proxy")
+    r = n1.run(["env", f"AMBIT_CONTROL_SOCKET={sock}", "/bin/sh", "-c", body], check=False,
+               timeout=40)
     assert r.returncode == 0, r.stderr
+    # pointed at a socket nobody serves, it keeps waiting (cut short here)
+    r = n1.run(["env", f"AMBIT_CONTROL_SOCKET={sock}.none", "/bin/sh", "-c",
+                body.replace("300", "5")], check=False, timeout=40)
+    assert r.returncode == 1 and "not ready" in r.stderr
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=20)
 
