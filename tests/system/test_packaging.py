@@ -781,6 +781,25 @@ def test_enroll_fails_closed(topo, bins):
     proc.wait(timeout=20)
 
 
+def test_net_admin_is_needed(topo, bins):
+    """Without CAP_NET_ADMIN node-proxy cannot mark its sockets (SO_MARK
+    0x539), so it cannot serve a pod: the other half of "exactly these
+    two"."""
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv not installed")
+    n1 = topo.add_node("n1")
+    a = topo.add_pod(n1, "a")
+    try:
+        proc, sock = _serve(topo, bins, n1, caps="+sys_admin")
+    except RuntimeError as e:  # refusing to start at all is fine too
+        assert "ermission" in str(e) or "EPERM" in str(e), str(e)
+        return
+    r = _enroll(bins, n1, sock, "add", "--netns", a.path, "--name", "a", check=False)
+    assert r.returncode == 1 and "capture rules removed again" in r.stderr, r.stderr
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+
+
 def test_enroll_usage_errors(bins, tmp_path):
     script = str(SYSTEMD / "ambit-enroll")
     env = dict(os.environ, AMBIT_BIN_DIR=str(bins), AMBIT_CONTROL_SOCKET=str(tmp_path / "none.sock"))
