@@ -724,3 +724,35 @@ def test_ipv6(topo, bins, mode):
     assert s1["accepted"] - s0["accepted"] == proxy.hops
     assert s1["bytes_up_down"] > s0["bytes_up_down"]
     proxy.stop_clean()
+
+
+def test_pod_churn_leaks_nothing(mesh, topo, bins):
+    """Enrol and delete a pod again and again, with a connection open across
+    each delete: listeners, netns fds and pod objects are all released
+    (descriptor count back to its start), and the other pods keep working."""
+    n1, a, b, proxy = mesh
+    c = topo.add_pod(n1, "c")
+    n1.run([str(bins / "ambit-redirect"), "install", "--netns", c.path])
+    serve(b, _MANY_ECHO_SERVER, 9007)
+    wait_port(b, 9007)
+    http_server(b, 8080)
+    time.sleep(0.2)
+    fds0 = proxy.fds()
+
+    def echo_once():
+        s = socket.create_connection((b.ip, 9007), timeout=5)
+        s.sendall(b"x")
+        assert s.recv(4) == b"x"
+        return s
+    for i in range(20):
+        proxy.add(c)
+        s = netns_exec(c, echo_once)  # open across the delete: drained, then reset
+        proxy.delete(c)
+        s.close()
+    deadline = time.monotonic() + 8
+    while (proxy.stats()["active"] or proxy.fds() != fds0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proxy.stats()["active"] == 0
+    assert proxy.fds() == fds0, (proxy.fds(), fds0)
+    assert sorted(w["name"] for w in proxy.json("/workloads")) == ["a", "b"]
+    assert a.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/"]).stdout == "b\n"
