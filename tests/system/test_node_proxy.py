@@ -728,8 +728,9 @@ def test_ipv6(topo, bins, mode):
 
 def test_pod_churn_leaks_nothing(mesh, topo, bins):
     """Enrol and delete a pod again and again, with a connection open across
-    each delete: listeners, netns fds and pod objects are all released
-    (descriptor count back to its start), and the other pods keep working."""
+    each delete (closed while it drains): listeners, netns fds and pod
+    objects are all released
+    (descriptor count back to its start); the other pods keep working."""
     n1, a, b, proxy = mesh
     c = topo.add_pod(n1, "c")
     n1.run([str(bins / "ambit-redirect"), "install", "--netns", c.path])
@@ -746,7 +747,7 @@ def test_pod_churn_leaks_nothing(mesh, topo, bins):
         return s
     for i in range(20):
         proxy.add(c)
-        s = netns_exec(c, echo_once)  # open across the delete: drained, then reset
+        s = netns_exec(c, echo_once)  # open across the delete, closed while draining
         proxy.delete(c)
         s.close()
     deadline = time.monotonic() + 8
