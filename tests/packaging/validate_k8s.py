@@ -19,6 +19,7 @@ Prints one line per problem, "FILE: [KIND/NAME] message"; exit status 1 when
 there are problems, 2 on usage errors, 0 when clean.
 """
 import argparse
+import json
 import pathlib
 import re
 import sys
@@ -491,8 +492,6 @@ def check_paths(objs, ini, rules, rep):
     """The CNI plugin (on the host) and node-proxy (in the pod) must meet at
     the same control socket, on a host directory both see, and the registry
     must live on the host so it survives the container."""
-    import json
-
     where = "ConfigMap ambit-node-proxy"
     cm = objs.get(("ConfigMap", "ambit-node-proxy")) or {}
     text = (cm.get("data") or {}).get("ambit-cni.plugin.json")
