@@ -488,7 +488,7 @@ def check_kustomization(kdir, rules, rep):
             rep.add(where, f"images: {img.get('name')} is not the node image")
 
 
-def check_paths(objs, ini, rules, rep):
+def check_paths(objs, ini, rules, rep, ref=None):
     """The CNI plugin (on the host) and node-proxy (in the pod) must meet at
     the same control socket, on a host directory both see, and the registry
     must live on the host so it survives the container."""
@@ -524,6 +524,22 @@ def check_paths(objs, ini, rules, rep):
     if not state.startswith("/var/lib/"):
         rep.add(where, f"node-proxy.ini state_file {state} must persist across reboots "
                        "of the pod (under /var/lib)")
+    # Every [paths] key node-proxy knows is set explicitly, to a path the
+    # container mounts: a new path key (certificates, policies...) fails
+    # here until the manifests provide it.
+    ds = objs.get(("DaemonSet", "ambit-node-proxy")) or {}
+    main = rules["daemonsets"]["ambit-node-proxy"].get("main_container")
+    mounts = [m.get("mountPath", "") for c in get(ds, "spec.template.spec.containers") or []
+              if c.get("name") == main for m in c.get("volumeMounts") or []]
+    for (sec, key) in sorted(ref or {}):
+        if sec != "paths":
+            continue
+        value = (ini or {}).get((sec, key))
+        if value is None:
+            rep.add(where, f"node-proxy.ini does not set paths.{key}")
+        elif ds and not any(value == m or value.startswith(m.rstrip("/") + "/") for m in mounts):
+            rep.add(where, f"node-proxy.ini paths.{key} = {value} is on no volume of "
+                           f"container {main}")
 
 
 def merge_patch(base, patch):
@@ -648,7 +664,7 @@ def check_set(directory, docs, rules, ini_reference, rep):
                 elif (s, k) not in ref:
                     rep.add("ConfigMap ambit-node-proxy node-proxy.ini",
                             f"key {s}.{k} unknown to {ini_reference}")
-    check_paths(objs, ini, rules, rep)
+    check_paths(objs, ini, rules, rep, ref)
     for src, doc in docs:
         check_required(src, doc, rules, rep)
         check_api(src, doc, rep)

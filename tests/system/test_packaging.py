@@ -157,6 +157,8 @@ BREAKAGES = {
     "plugin-json": ("base/20-config.yaml", '"type": "ambit-cni",', '"type": "ambit-cni"', "is not JSON"),
     "mesh-captures-itself": ("base/20-config.yaml", ', "ambit-system"]', "]",
                              "excludeNamespaces lacks ambit-system"),
+    "paths-key-unset": ("base/20-config.yaml", "    state_file = /var/lib/ambit/node-proxy.state\n", "",
+                        "does not set paths.state_file"),
     "ini-garbage": ("base/20-config.yaml", "    workers = 2\n", "    workers 2\n", "not a section or key = value"),
     "kustomization-missing-file": ("base/kustomization.yaml", "  - 22-services.yaml\n",
                                    "  - 22-services.yaml\n  - 50-missing.yaml\n",
