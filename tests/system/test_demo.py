@@ -106,7 +106,10 @@ def assert_report(out, logs):
     # policy: refused, or declared missing; never a silent success
     intr = re.search(r"^\[7/8\] .*\.\.\.  (refused|answered \(NOT refused\))", out, re.M).group(1)
     if intr == "refused":
-        assert re.search(r"GET http://\S+  ->  refused: ", out), out
+        assert re.search(r"intruder -> backend: GET http://\S+  ->  refused: ", out), out
+        # refused *by policy*, with the destination's own evidence
+        assert "with 401 (denied by policy)" in out or "event=authz_denied principal=" \
+            "spiffe://cluster.local/ns/demo/sa/intruder" in out, out
     else:
         assert "the intruder was NOT refused" in out, out
         assert "not available in this build: authorization policy" in out, out

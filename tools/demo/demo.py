@@ -470,11 +470,17 @@ def report(out, state, logs_dir):
         if not any(f == "mTLS/HBONE" for f, _ in missing):
             missing.append(("mTLS/HBONE", why))
 
-    out.head("policy: intruder -> backend")
+    out.head("policy (policies.d/50-demo.ini: ALLOW to app=backend from "
+             + spiffe("frontend") + f", port {APP_PORT})")
     ok, status, body, err = state["intr"]
     have_policy = np is not None and "authorization policy" in np.enabled
+    a0, a1, a3 = (s.get("authz") for s in (s0, s1, s3))
+    authz_on = isinstance(a3, dict) and a3.get("enabled")
+    if authz_on:
+        out.line(f"  frontend -> backend: allowed x{delta(a0, a1, 'hbone_allowed')} "
+                 f"(decisions on the destination side, per CONNECT stream)")
     if ok:
-        out.line(f"  GET {url}  ->  {status}  (the request was answered)")
+        out.line(f"  intruder -> backend: GET {url}  ->  {status}  (the request was answered)")
         if not have_policy:
             out.line("  not available in this build: authorization policy (no policy directory key); "
                      "the intruder was NOT refused")
@@ -483,17 +489,18 @@ def report(out, state, logs_dir):
                      "the policy was loaded but the intruder was NOT refused")
             missing.append(("authorization policy enforcement", "policy loaded, intruder still answered"))
     else:
-        r0 = ((m1 or {}).get("responses") or {}).get("server") or {}
-        r3 = ((m3 or {}).get("responses") or {}).get("server") or {}
-        denied = r3.get("401", 0) - r0.get("401", 0)
-        out.line(f"  GET {url}  ->  refused: {err or status}")
-        if denied > 0:
-            out.line(f"  the destination side answered the intruder's CONNECT with 401 (denied by policy) x{denied}")
-        deny_log = [l for l in log.splitlines() if "deny" in l.lower() and ("intruder" in l or "401" in l)]
-        for l in deny_log[:2]:
-            out.line("  log: " + l.strip()[:160])
-        if denied == 0 and not deny_log:
+        out.line(f"  intruder -> backend: GET {url}  ->  refused: {err or status}")
+        denied401 = delta(m1, m3, "responses", "server", "401")
+        denied = delta(a1, a3, "hbone_denied") if authz_on else 0
+        if denied401 > 0:
+            out.line(f"  the destination side answered the intruder's CONNECT with 401 (denied by policy) x{denied401}")
+        deny = [kv(l) for l in log.splitlines() if "event=authz_denied" in l]
+        for e in deny[:2]:
+            out.line(f"  node-proxy: event=authz_denied principal={e.get('principal')} port={e.get('port')} "
+                     f"reason={e.get('reason')} policy={e.get('policy')}")
+        if denied401 == 0 and denied == 0 and not deny:
             out.line("  (refused, but node-proxy recorded no policy denial for it)")
+            missing.append(("policy denial evidence", "the intruder failed, but no 401 or authz_denied was seen"))
 
     out.head("metrics")
     mt = state.get("metrics")
@@ -559,7 +566,7 @@ def compact_metric(l):
             "destination_principal", "connection_security_policy", "response_flags", "role",
             "action", "policy")
     parts = [p for p in re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', labels) if p[0] in keep]
-    return f"{name}{{{','.join(f'{k}={v!r}'.replace(chr(39), chr(34)) for k, v in parts)}}} {v}"
+    return name + "{" + ",".join(f'{k}="{val}"' for k, val in parts) + "} " + v
 
 
 # --------------------------------------------------------------------------
