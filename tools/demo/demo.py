@@ -605,6 +605,9 @@ def main():
         raise Interrupted(signum)
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
+    # Ctrl-C must clean up even when started with SIGINT ignored (a shell
+    # without job control ignores it in background commands)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     out.line(out.c("1", "ambit demo: one node, three pods (frontend, backend, intruder), one node-proxy"))
     state = {"missing": [], "front": [], "topo": None}
