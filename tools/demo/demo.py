@@ -426,9 +426,16 @@ def report(out, state, logs_dir):
         w = ids.get(n, {})
         out.line(f"  {n:9} {state['pods'][n]:15} ns={w.get('namespace', '?')} "
                  f"sa={w.get('service_account', '?'):9} ->  {spiffe(w.get('service_account', n))}")
-    if m3 and isinstance(m3.get("identities"), (list, dict)):
-        out.line(f"  node-proxy holds {len(m3['identities'])} SVID(s) in memory "
-                 f"(issued {m3.get('svids_issued')}, failures {m3.get('svid_failures')})")
+    if m3 and isinstance(m3.get("identities"), list):
+        out.line(f"  node-proxy holds {len(m3['identities'])} SVID(s), keys in memory only "
+                 f"(issued {m3.get('svids_issued')}, failures {m3.get('svid_failures')}):")
+        for i in m3["identities"]:
+            if not isinstance(i, dict):
+                continue
+            na = i.get("not_after")
+            until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(na)) if isinstance(na, int) else "?"
+            out.line(f"    {i.get('id')}  serial {str(i.get('serial', ''))[:12]}...  valid until {until}")
+        out.line("    (the demo's node intermediate lives 2 h; SVIDs never outlive their issuer)")
     pairs = {}
     for e in est:
         k = (e.get("role"), e.get("local_id"), e.get("peer_id"))
