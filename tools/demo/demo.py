@@ -302,9 +302,7 @@ def run(args, out, state):
     groups = [
         ("mTLS/HBONE", [("mesh", "ca_dir", nodeca), ("mesh", "trust_domain", TD)]),
         ("authorization policy", [("policy", "policies_dir", pdir)]),
-        ("access log", [("paths", "access_log", alog)]),
-        ("access log", [("accesslog", "path", alog)]),
-    ]
+    ] + [("access log", [(sec, key, alog)]) for sec, key in access_log_keys()]
     np.start(groups)
     missing.extend(np.missing)
     out.end(extra=f"  pid {np.proc.pid}, features configured: "
@@ -370,6 +368,20 @@ def run(args, out, state):
     state["pods"] = {n: p.ip for n, p in pods.items()}
     state["np_log"] = np.log()
     out.end()
+
+
+def access_log_keys():
+    """Where this tree's node-proxy takes the access log path from: keys of
+    config.c's table that name it (the binary must still accept the key,
+    and lines must appear, before the report says the log works)."""
+    keys = []
+    try:
+        src = (REPO / "node-proxy" / "config.c").read_text()
+        keys = [(s, k) for s, k, kind in re.findall(r'\{\s*"(\w+)",\s*"(\w+)",\s*(K_\w+)', src)
+                if kind == "K_PATH" and re.search(r"access_?log", s + "_" + k)]
+    except OSError:
+        pass
+    return keys or [("paths", "access_log")]
 
 
 def wait_counter(np, base, n, timeout=3):
