@@ -300,6 +300,23 @@ def test_daemonset_commands_match_programs(bins):
                     assert a in ("install", "uninstall", "--remove-rules"), a
 
 
+def test_configmap_prepared_keys_parse(bins, tmp_path):
+    """The ";; " lines of the ConfigMap's node-proxy.ini (settings whose keys
+    are still landing) are accepted by node-proxy's parser once it knows
+    them: removing the ";; " is then all the wiring needed."""
+    text = configmap("ambit-node-proxy")["node-proxy.ini"]
+    prepared = [ln for ln in text.splitlines() if ln.startswith(";; ")]
+    if not prepared:
+        return  # all wired
+    ini = tmp_path / "uncommented.ini"
+    ini.write_text("\n".join(ln[3:] if ln.startswith(";; ") else ln for ln in text.splitlines()))
+    r = subprocess.run([str(bins / "ambit-node-proxy"), "run", "--config", str(ini), "--help"],
+                       capture_output=True, text=True)
+    if r.returncode == 2 and "unknown" in r.stderr:
+        pytest.skip(f"not wired yet: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stderr
+
+
 def test_grace_covers_drain():
     ds = yaml.safe_load((K8S / DS).read_text())
     grace = ds["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
