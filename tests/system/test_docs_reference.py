@@ -314,3 +314,57 @@ def test_selfcheck_flags(bins, page):
         "f: dry-run is accepted by the code but not documented in docs/configuration.md"}
     assert set(compare("f", code, doc | {"bogus-flag"})) - base == {
         "f: bogus-flag is documented in docs/configuration.md but the code does not know it"}
+
+
+# --------------------------------------------------------------------------
+# links between the cross-cutting pages and the rest of docs/
+
+
+def github_anchor(heading):
+    """GitHub's anchor of a markdown heading: lower case, punctuation other
+    than '-' and '_' dropped, spaces to '-'."""
+    h = heading.strip().lstrip("#").strip().lower()
+    h = re.sub(r"[^\w\- ]", "", h)
+    return h.replace(" ", "-")
+
+
+def anchors(path):
+    text = path.read_text()
+    text = re.sub(r"```.*?```", "", text, flags=re.S)  # no headings inside code
+    return {github_anchor(ln) for ln in text.splitlines() if ln.startswith("#")}
+
+
+def link_problems(text, base):
+    bad = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        file, _, frag = target.partition("#")
+        dest = (base / file) if file else None
+        if dest is not None and not dest.exists():
+            bad.append(f"{target}: no such file")
+        elif frag and dest is not None and dest.suffix == ".md" and frag not in anchors(dest):
+            bad.append(f"{target}: no heading with anchor #{frag} in {dest.name}")
+    return bad
+
+
+@pytest.mark.parametrize("page_name", ["architecture.md", "configuration.md", "security.md",
+                                       "operations.md"])
+def test_relative_links_resolve(page_name):
+    page = REPO / "docs" / page_name
+    bad = link_problems(page.read_text(), page.parent)
+    # same-page anchors
+    own = anchors(page)
+    bad += [f"#{f}: no such heading" for f in re.findall(r"\]\(#([^)\s]+)\)", page.read_text())
+            if f not in own]
+    assert not bad, "\n".join(bad)
+
+
+def test_selfcheck_anchor():
+    assert github_anchor("### Failure reasons (`enum tls_fail`, `tls_fail_str()`)") == \
+        "failure-reasons-enum-tls_fail-tls_fail_str"
+    assert github_anchor("## node-proxy.ini") == "node-proxyini"
+    docs = REPO / "docs"
+    assert link_problems("[x](hbone.md#no-such-heading) [y](nope.md) [z](hbone.md#tests)", docs) == [
+        "hbone.md#no-such-heading: no heading with anchor #no-such-heading in hbone.md",
+        "nope.md: no such file"]
