@@ -120,6 +120,11 @@ def assert_report(out, logs):
     assert f"node-proxy log: {logs}/node-proxy.log" in out, out
     assert (Path(logs) / "node-proxy.log").stat().st_size > 0
     assert "event=ready" in (Path(logs) / "node-proxy.log").read_text()
+    # the orderly way out: DEL of every pod, node-proxy drains and exits 0
+    # (under the sanitizer build this also fails on a leak report)
+    assert "  pods removed (CNI DEL), node-proxy drained and exited 0" in out, out
+    assert "Sanitizer" not in (Path(logs) / "node-proxy.log").read_text()
+    assert "event=exit rc=0" in (Path(logs) / "node-proxy.log").read_text()
     assert re.search(r"^demo OK: frontend -> backend through node-proxy \(\d+\.\d s in all\)$", out, re.M), out
 
 

@@ -635,6 +635,7 @@ def main():
         try:
             run(args, out, state)
             report(out, state, logs_dir)
+            orderly_stop(out, state, logs_dir)
         except CoreFailure as e:
             out.line(f"\n{out.c('31', 'FAILED')}: {e}")
             keep_logs(state, logs_dir, out)
@@ -667,6 +668,46 @@ def main():
     return rc
 
 
+def orderly_stop(out, state, logs_dir):
+    """The normal way out, so the report can say how it went: every pod
+    removed with CNI DEL (rules, registration, SVID), then node-proxy
+    stopped with SIGTERM, which must drain and exit 0 (a sanitizer build
+    would also report leaks here)."""
+    topo, np = state["topo"], state["np"]
+    t = time.monotonic()
+    print("\nshutdown: CNI DEL of the pods, then SIGTERM to node-proxy ...", end="", flush=True)
+    problems = []
+    for pod in reversed(list(topo.pods)):
+        try:
+            topo.del_pod(pod)
+        except Exception as e:  # noqa: BLE001 - reported, teardown still runs
+            problems.append(f"CNI DEL {pod.name}: {e}")
+    wl = np.json("/workloads")
+    if wl:
+        problems.append(f"node-proxy still lists {len(wl)} workload(s) after DEL")
+    np.proc.send_signal(signal.SIGTERM)
+    try:
+        rc = np.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        rc = None
+        problems.append("node-proxy did not exit within 15 s of SIGTERM")
+    log = np.log()
+    Path(logs_dir, "node-proxy.log").write_text(log)
+    if rc not in (0, None):
+        problems.append(f"node-proxy exited with status {rc}")
+    if "Sanitizer" in log or "runtime error" in log:
+        problems.append(f"sanitizer report in node-proxy's log ({logs_dir}/node-proxy.log)")
+    dt = time.monotonic() - t
+    if problems:
+        print(f"  {out.c('31', 'problems')} ({dt:.1f} s)", flush=True)
+        for p in problems:
+            out.line(f"  {p}")
+        state["missing"].append(("clean shutdown", "; ".join(problems)))
+    else:
+        print(f"  ok ({dt:.1f} s)", flush=True)
+        out.line("  pods removed (CNI DEL), node-proxy drained and exited 0")
+
+
 def keep_logs(state, logs_dir, out):
     np = state.get("np")
     if np is None or np.proc is None:
@@ -692,7 +733,7 @@ def cleanup(state, out):
     if topo is None:
         return
     t = time.monotonic()
-    print("cleaning up: pods (CNI DEL), node-proxy, namespaces, temp dir ...", end="", flush=True)
+    print("cleaning up: remaining pods, processes, namespaces, temp dir ...", end="", flush=True)
     topo.teardown()
     errs = topo.errors
     print(f"  {'ok' if not errs else 'with problems'} ({time.monotonic() - t:.1f} s)", flush=True)
