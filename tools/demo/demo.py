@@ -601,6 +601,8 @@ def main():
     ap.add_argument("--verbose", action="store_true", help="print the run prefix and temp dir")
     ap.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     args = ap.parse_args()
+    if not 1 <= args.requests <= 100:
+        ap.error("--requests wants 1..100")
     out = Out(args.color == "always" or (args.color == "auto" and sys.stdout.isatty()))
     bins = Path(args.bin).resolve()
     logs_dir = args.logs_dir or str(bins.parent / "demo")
