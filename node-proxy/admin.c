@@ -17,6 +17,7 @@
 #include "node-proxy/config.h"
 #include "node-proxy/inpod.h"
 #include "node-proxy/log.h"
+#include "node-proxy/mesh.h"
 #include "node-proxy/pod.h"
 #include "node-proxy/worker.h"
 
@@ -83,8 +84,8 @@ static json_t *get_stats(struct admin *a)
 		json_object_set_new(o, "worker", json_integer(i));
 		json_array_append_new(per, o);
 	}
-	return json_pack("{s:o, s:o, s:I}", "total", stats_json(&tot), "workers", per, "pods",
-	                 (json_int_t)inpod_count(a->src.inpod));
+	return json_pack("{s:o, s:o, s:I, s:o}", "total", stats_json(&tot), "workers", per, "pods",
+	                 (json_int_t)inpod_count(a->src.inpod), "mesh", mesh_stats_json());
 }
 
 static void addr_str(const struct sockaddr_in6 *sa, char *out, size_t len)

@@ -38,6 +38,12 @@ void config_defaults(struct np_config *c)
 	c->transparent_mark = 0x111;
 	snprintf(c->control_socket, sizeof(c->control_socket), "%s", "/run/ambit/node-proxy.sock");
 	snprintf(c->state_file, sizeof(c->state_file), "%s", "/var/lib/ambit/node-proxy.state");
+	snprintf(c->mesh_trust_domain, sizeof(c->mesh_trust_domain), "%s", "cluster.local");
+	c->mesh_svid_lifetime_ms = 24 * 3600 * 1000;
+	c->mesh_hbone = 1;
+	c->mesh_pool_streams = 100;
+	c->mesh_pool_idle_ms = 60 * 1000;
+	c->mesh_stream_window = 256 * 1024;
 }
 
 static int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out)
@@ -95,7 +101,7 @@ static int parse_bool(const char *s, int *out)
 	return 0;
 }
 
-enum kind { K_UINT, K_PORT, K_BOOL, K_DUR, K_LEVEL, K_PATH, K_MARK };
+enum kind { K_UINT, K_PORT, K_BOOL, K_DUR, K_LEVEL, K_PATH, K_MARK, K_NAME };
 
 struct key {
 	const char *section;
@@ -133,6 +139,13 @@ static const struct key keys[] = {
 	{ "marks", "transparent", K_MARK, F(transparent_mark), 0, 0 },
 	{ "paths", "control_socket", K_PATH, F(control_socket), 0, 0 },
 	{ "paths", "state_file", K_PATH, F(state_file), 0, 0 },
+	{ "mesh", "trust_domain", K_NAME, F(mesh_trust_domain), 0, 0 },
+	{ "mesh", "ca_dir", K_PATH, F(mesh_ca_dir), 0, 0 },
+	{ "mesh", "svid_lifetime", K_DUR, F(mesh_svid_lifetime_ms), 10000, 0 },
+	{ "mesh", "hbone", K_BOOL, F(mesh_hbone), 0, 0 },
+	{ "mesh", "pool_streams", K_UINT, F(mesh_pool_streams), 1, 1000 },
+	{ "mesh", "pool_idle", K_DUR, F(mesh_pool_idle_ms), 0, 0 },
+	{ "mesh", "stream_window", K_UINT, F(mesh_stream_window), 65535, 1 << 30 },
 };
 
 int config_set(struct np_config *c, const char *section, const char *name, const char *value,
@@ -210,6 +223,13 @@ int config_set(struct np_config *c, const char *section, const char *name, const
 			         k->size - 1);
 			return -EINVAL;
 		}
+		memcpy(p, value, strlen(value) + 1);
+		return 0;
+	case K_NAME:
+		/* a SPIFFE trust domain: lower-case letters, digits, '.', '-', '_' */
+		if (!*value || strlen(value) >= k->size ||
+		    strspn(value, "abcdefghijklmnopqrstuvwxyz0123456789.-_") != strlen(value))
+			goto bad;
 		memcpy(p, value, strlen(value) + 1);
 		return 0;
 	}

@@ -44,6 +44,14 @@ struct np_config {
 	/* [paths] */
 	char control_socket[108];
 	char state_file[256];
+	/* [mesh] (HBONE; off while ca_dir is empty) */
+	char mesh_trust_domain[256];    /* "cluster.local" */
+	char mesh_ca_dir[256];          /* node-cert.pem, node-key.pem, root-cert.pem */
+	unsigned mesh_svid_lifetime_ms; /* 24h */
+	int mesh_hbone;                 /* tunnel to mesh workloads (default on) */
+	unsigned mesh_pool_streams;     /* streams per pooled HBONE connection */
+	unsigned mesh_pool_idle_ms;     /* idle pooled connections close after this */
+	unsigned mesh_stream_window;    /* HTTP/2 receive window per stream, bytes */
 };
 
 /* Fill @c with the built-in defaults. */

@@ -12,6 +12,7 @@
 
 #include "node-proxy/inpod.h"
 #include "node-proxy/log.h"
+#include "node-proxy/mesh.h"
 #include "node-proxy/pod.h"
 #include "node-proxy/worker-t.h"
 
@@ -479,7 +480,9 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 
 	STAT_ADD(w, accepted, 1);
 	if (kind == LK_HBONE) {
-		/* TODO(issue 4): hand the socket to the HBONE engine. */
+		if (mesh_accept_hbone(w, pod, cfd) == 0)
+			return;
+		/* HBONE off (no [mesh] ca_dir) or no identity for this pod */
 		STAT_ADD(w, hbone_refused, 1);
 		close(cfd);
 		return;
@@ -491,6 +494,9 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 		close_rst(cfd);
 		return;
 	}
+	/* a mesh workload: one stream of an HBONE tunnel, not plain TCP */
+	if (kind == LK_OUTBOUND && mesh_outbound(w, pod, cfd, &dst) == 0)
+		return;
 	c = conn_pool_get(&w->pool);
 	if (!c) {
 		STAT_ADD(w, pool_exhausted, 1);

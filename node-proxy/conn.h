@@ -44,6 +44,7 @@ enum op {
 	OP_TICK,    /* periodic timer: idle/drain deadlines */
 	OP_MAILBOX, /* eventfd read: commands from other threads */
 	OP_LCANCEL, /* cancel of a listener's multishot accept */
+	OP_MESH,    /* HBONE tunnels and streams (mesh.c): side = its sub-op */
 };
 
 /* user_data: | gen:16 | idx:32 | side:8 | op:8 | */

@@ -7,9 +7,10 @@ DATAPLANE_SRCS := node-proxy/log.c node-proxy/config.c node-proxy/conn.c \
 DATAPLANE_LDLIBS := -luring -linih -ljansson -lpthread
 
 BINS += $(O)/bin/ambit-node-proxy
-$(O)/bin/ambit-node-proxy: $(call objs,node-proxy/main.c $(DATAPLANE_SRCS) $(CONTROL_SRCS))
+$(O)/bin/ambit-node-proxy: $(call objs,node-proxy/main.c $(DATAPLANE_SRCS) $(CONTROL_SRCS) \
+		$(MESH_SRCS) $(HBONE_SRCS)) $(O)/lib/libambit-certs.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ -o $@ $(DATAPLANE_LDLIBS)
+	$(CC) $(LDFLAGS) $^ -o $@ $(DATAPLANE_LDLIBS) $(MESH_LDLIBS)
 
 UNIT_TESTS += $(O)/tests/test_config $(O)/tests/test_np_conn
 $(O)/tests/test_config: $(call objs,tests/unit/test_config.c node-proxy/config.c node-proxy/log.c)

@@ -28,6 +28,7 @@
 #include "node-proxy/ctl_client.h"
 #include "node-proxy/inpod.h"
 #include "node-proxy/log.h"
+#include "node-proxy/mesh.h"
 #include "node-proxy/pod.h"
 #include "node-proxy/registry.h"
 #include "node-proxy/worker.h"
@@ -70,15 +71,25 @@ static void usage(FILE *f)
 static int d_add(void *arg, const struct workload *w, int netns_fd, char *err, size_t errlen)
 {
 	struct daemon *d = arg;
+	/* the pod's SVID exists before its listeners accept anything */
+	int rc = mesh_pod_add(w, err, errlen);
 
-	return inpod_add(d->inpod, w, netns_fd, err, errlen);
+	if (rc)
+		return rc;
+	rc = inpod_add(d->inpod, w, netns_fd, err, errlen);
+	if (rc)
+		mesh_pod_del(w->uid);
+	return rc;
 }
 
 static int d_del(void *arg, const char *uid, char *err, size_t errlen)
 {
 	struct daemon *d = arg;
+	int rc = inpod_del(d->inpod, uid, err, errlen);
 
-	return inpod_del(d->inpod, uid, err, errlen);
+	if (rc == 0)
+		mesh_pod_del(uid);
+	return rc;
 }
 
 static int d_ready(void *arg)
@@ -92,7 +103,7 @@ static int d_readd(void *arg, const struct registry_entry *e, int netns_fd)
 {
 	struct daemon *d = arg;
 	char err[256] = "";
-	int rc = inpod_add(d->inpod, &e->w, netns_fd, err, sizeof(err));
+	int rc = d_add(d, &e->w, netns_fd, err, sizeof(err));
 
 	if (rc)
 		log_warn("event=restore_failed uid=%s err=\"%s\"", e->w.uid, err);
@@ -244,6 +255,14 @@ static int run(int argc, char **argv)
 		return rc;
 	log_set_level(d.cfg.log_level);
 	raise_nofile();
+	{
+		char err[512] = "";
+		rc = mesh_init(&d.cfg, err, sizeof(err));
+		if (rc) {
+			log_err("event=startup_failed what=mesh err=\"%s\"", err);
+			return 1;
+		}
+	}
 
 	/* Signals go to this thread only (sigwait below): block them before
 	 * any thread is created so every thread inherits the mask. */
@@ -251,6 +270,7 @@ static int run(int argc, char **argv)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP); /* re-issue every SVID now */
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
 	d.node_netns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -319,7 +339,8 @@ static int run(int argc, char **argv)
 	         inpod_count(d.inpod), d.cfg.control_socket, d.cfg.port_admin);
 
 	while (sigwait(&sigs, &sig) != 0 || (sig != SIGTERM && sig != SIGINT))
-		;
+		if (sig == SIGHUP)
+			mesh_renew_now();
 	log_info("event=shutdown signal=%d drain_ms=%u", sig, d.cfg.drain_ms);
 	__atomic_store_n(&d.ready, 0, __ATOMIC_RELEASE);
 	rc = 0;
@@ -332,6 +353,7 @@ out:
 		worker_join(d.workers[i]);
 	admin_stop(d.admin);
 	inpod_stop(d.inpod);
+	mesh_fini();
 	if (d.reg)
 		registry_close(d.reg);
 	if (d.node_netns_fd >= 0)

@@ -9,4 +9,5 @@
 -include node-proxy/hbone.mk
 -include node-proxy/policy.mk
 -include node-proxy/obs.mk
+-include node-proxy/mesh.mk
 -include node-proxy/dataplane.mk

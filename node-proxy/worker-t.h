@@ -65,6 +65,7 @@ struct worker {
 	int exited;
 
 	struct worker_stats st; /* written by this thread only */
+	struct mesh_worker *mesh; /* HBONE state (mesh.c), made on first use */
 };
 
 #define STAT_ADD(w, f, n) __atomic_store_n(&(w)->st.f, (w)->st.f + (n), __ATOMIC_RELAXED)

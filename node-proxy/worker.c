@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "node-proxy/log.h"
+#include "node-proxy/mesh.h"
 #include "node-proxy/pod.h"
 #include "node-proxy/registry.h"
 #include "node-proxy/worker-t.h"
@@ -258,6 +259,7 @@ static void on_tick(struct worker *w)
 		}
 		i = next;
 	}
+	mesh_tick(w);
 	/* listeners whose accept stopped on a resource error */
 	if (!w->stopping)
 		for (uint32_t k = 0; k < w->n_lsn_cap; k++)
@@ -331,6 +333,7 @@ static void on_mailbox(struct worker *w)
 				if (w->lsn[i].used && w->lsn[i].pod == cmd->pod)
 					lsn_close(w, i);
 			drain_conns(w, cmd->pod, cmd->drain_ms);
+			mesh_del_pod(w, cmd->pod);
 			if (w->cur_pod_id == cmd->pod->id)
 				leave_pod_netns(w); /* let the netns go away */
 			pod_put(cmd->pod);
@@ -341,6 +344,7 @@ static void on_mailbox(struct worker *w)
 				if (w->lsn[i].used)
 					lsn_close(w, i);
 			drain_conns(w, NULL, cmd->drain_ms);
+			mesh_stop(w);
 			break;
 		case CMD_DUMP:
 			do_dump(w, cmd->dump);
@@ -384,12 +388,15 @@ static void handle_cqe(struct worker *w, const struct io_uring_cqe *cqe)
 		return;
 	case OP_LCANCEL:
 		return;
+	case OP_MESH:
+		mesh_on_cqe(w, cqe);
+		return;
 	case OP_MAILBOX:
 		on_mailbox(w);
 		return;
 	case OP_TICK:
 		on_tick(w);
-		if (!w->stopping || w->pool.n_active)
+		if (!w->stopping || w->pool.n_active || mesh_busy(w))
 			arm_tick(w);
 		return;
 	default:
@@ -494,7 +501,7 @@ static void *worker_main(void *arg)
 		io_uring_cq_advance(&w->ring, n);
 		service_waiters(w);
 		__atomic_store_n(&w->st.bufs_held, w->bufs_held, __ATOMIC_RELAXED);
-		if (w->stopping && w->pool.n_active == 0 && w->st.listeners == 0)
+		if (w->stopping && w->pool.n_active == 0 && w->st.listeners == 0 && !mesh_busy(w))
 			break;
 	}
 	/* Anything left (ring error only): close it. */
@@ -628,6 +635,7 @@ void worker_join(struct worker *w)
 		return;
 	if (w->thread)
 		pthread_join(w->thread, NULL);
+	mesh_worker_free(w);
 	conn_pool_fini(&w->pool);
 	if (w->bufs)
 		munmap(w->bufs, w->bufs_size);

@@ -45,6 +45,23 @@ void log_msg(int lvl, const char *fmt, ...)
 	(void)fmt;
 }
 int log_level_cur = 0;
+/* mesh.c's hooks (HBONE off here) */
+struct sockaddr_storage;
+int mesh_accept_hbone(struct worker *w, struct pod *pod, int cfd)
+{
+	(void)w;
+	(void)pod;
+	(void)cfd;
+	return -ENOTSUP;
+}
+int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct sockaddr_storage *dst)
+{
+	(void)w;
+	(void)pod;
+	(void)cfd;
+	(void)dst;
+	return -ENOENT;
+}
 
 #include "node-proxy/conn.c"
 
