@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "node-proxy/authz.h"
 #include "node-proxy/config.h"
 #include "node-proxy/inpod.h"
 #include "node-proxy/log.h"
@@ -84,8 +85,9 @@ static json_t *get_stats(struct admin *a)
 		json_object_set_new(o, "worker", json_integer(i));
 		json_array_append_new(per, o);
 	}
-	return json_pack("{s:o, s:o, s:I, s:o}", "total", stats_json(&tot), "workers", per, "pods",
-	                 (json_int_t)inpod_count(a->src.inpod), "mesh", mesh_stats_json());
+	return json_pack("{s:o, s:o, s:I, s:o, s:o}", "total", stats_json(&tot), "workers", per,
+	                 "pods", (json_int_t)inpod_count(a->src.inpod), "mesh", mesh_stats_json(),
+	                 "authz", authz_stats_json());
 }
 
 static void addr_str(const struct sockaddr_in6 *sa, char *out, size_t len)

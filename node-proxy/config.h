@@ -52,6 +52,10 @@ struct np_config {
 	unsigned mesh_pool_streams;     /* streams per pooled HBONE connection */
 	unsigned mesh_pool_idle_ms;     /* idle pooled connections close after this */
 	unsigned mesh_stream_window;    /* HTTP/2 receive window per stream, bytes */
+	/* [policy] (authz.c; enforcement off while policies_dir is empty) */
+	char policy_dir[256];    /* authorization policies (policies.d) */
+	char services_dir[256];  /* services (services.d) */
+	char policy_root_ns[64]; /* root namespace; "" = ambit-system */
 };
 
 /* Fill @c with the built-in defaults. */

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "node-proxy/authz.h"
 #include "node-proxy/inpod.h"
 #include "node-proxy/log.h"
 #include "node-proxy/mesh.h"
@@ -497,6 +498,11 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 	/* a mesh workload: one stream of an HBONE tunnel, not plain TCP */
 	if (kind == LK_OUTBOUND && mesh_outbound(w, pod, cfd, &dst) == 0)
 		return;
+	/* plaintext inbound: the destination pod's policy decides (authz.c) */
+	if (kind == LK_INBOUND && authz_plaintext(w, pod, cfd, ss_port(&dst))) {
+		close_rst(cfd);
+		return;
+	}
 	c = conn_pool_get(&w->pool);
 	if (!c) {
 		STAT_ADD(w, pool_exhausted, 1);
@@ -514,6 +520,13 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 	if (upod && upod->id == pod->id) {
 		pod_put(upod); /* to itself: plain outbound */
 		upod = NULL;
+	}
+	if (upod && authz_plaintext(w, upod, cfd, ss_port(&dst))) {
+		/* the shortcut skips upod's 15006: its inbound policy runs here */
+		pod_put(upod);
+		conn_pool_put(&w->pool, c);
+		close_rst(cfd);
+		return;
 	}
 	ufd = upod ? upstream_socket(w, upod, LK_INBOUND, family, cfd)
 	           : upstream_socket(w, pod, kind, family, cfd);

@@ -8,7 +8,7 @@ DATAPLANE_LDLIBS := -luring -linih -ljansson -lpthread
 
 BINS += $(O)/bin/ambit-node-proxy
 $(O)/bin/ambit-node-proxy: $(call objs,node-proxy/main.c $(DATAPLANE_SRCS) $(CONTROL_SRCS) \
-		$(MESH_SRCS) $(HBONE_SRCS)) $(O)/lib/libambit-certs.a
+		$(MESH_SRCS) $(HBONE_SRCS) $(AUTHZ_SRCS) $(POLICY_SRCS)) $(O)/lib/libambit-certs.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(DATAPLANE_LDLIBS) $(MESH_LDLIBS)
 

@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #include "node-proxy/admin.h"
+#include "node-proxy/authz.h"
+#include "node-proxy/checkconfig.h"
 #include "node-proxy/config.h"
 #include "node-proxy/control.h"
 #include "node-proxy/ctl_client.h"
@@ -51,6 +53,7 @@ static void usage(FILE *f)
 	    f,
 	    "usage: ambit-node-proxy [run] [options]\n"
 	    "       ambit-node-proxy ctl add|del|list|status ...\n"
+	    "       ambit-node-proxy check-config [-p DIR] [-s DIR] [DIR...]  (docs/policy.md)\n"
 	    "options (each overrides configs/node-proxy.ini):\n"
 	    "  --config FILE          INI configuration\n"
 	    "  --workers N            data-path threads (0 = one per CPU)\n"
@@ -272,6 +275,15 @@ static int run(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGHUP); /* re-issue every SVID now */
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	{
+		char err[512] = "";
+		rc = authz_init(&d.cfg, err, sizeof(err));
+		if (rc) {
+			log_err("event=startup_failed what=policy err=\"%s\"", err);
+			mesh_fini();
+			return 1;
+		}
+	}
 
 	d.node_netns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
 	if (d.node_netns_fd < 0) {
@@ -340,7 +352,7 @@ static int run(int argc, char **argv)
 
 	while (sigwait(&sigs, &sig) != 0 || (sig != SIGTERM && sig != SIGINT))
 		if (sig == SIGHUP)
-			mesh_renew_now();
+			mesh_renew_now(), authz_reload();
 	log_info("event=shutdown signal=%d drain_ms=%u", sig, d.cfg.drain_ms);
 	__atomic_store_n(&d.ready, 0, __ATOMIC_RELEASE);
 	rc = 0;
@@ -354,6 +366,7 @@ out:
 	admin_stop(d.admin);
 	inpod_stop(d.inpod);
 	mesh_fini();
+	authz_fini();
 	if (d.reg)
 		registry_close(d.reg);
 	if (d.node_netns_fd >= 0)
@@ -366,6 +379,8 @@ int main(int argc, char **argv)
 {
 	if (argc > 1 && strcmp(argv[1], "ctl") == 0)
 		return ctl_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "check-config") == 0)
+		return checkconfig_main(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "run") == 0) {
 		argv[1] = argv[0];
 		return run(argc - 1, argv + 1);

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "node-proxy/authz.h"
 #include "node-proxy/hbone.h"
 #include "node-proxy/identity.h"
 #include "node-proxy/inpod.h"
@@ -490,6 +491,8 @@ static int on_stream_request(struct hbone_conn *c, void *arg, int32_t sid,
 		         t->h.pod->w.uid, req->peer_id ? req->peer_id : "-", req->authority);
 		return 400;
 	}
+	if (authz_hbone(mw->w, t->h.pod, req->peer_id, t->h.fd, port))
+		return 401; /* the destination's policy denies this peer (authz.c) */
 	s = obj_new(mw, sizeof(*s), MT_STREAM, t->h.pod);
 	if (!s) {
 		MSTAT(mw, app_connect_errors, 1);

@@ -10,4 +10,5 @@
 -include node-proxy/policy.mk
 -include node-proxy/obs.mk
 -include node-proxy/mesh.mk
+-include node-proxy/authz.mk
 -include node-proxy/dataplane.mk

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "node-proxy/authz.h"
 #include "node-proxy/log.h"
 #include "node-proxy/mesh.h"
 #include "node-proxy/pod.h"
@@ -260,6 +261,7 @@ static void on_tick(struct worker *w)
 		i = next;
 	}
 	mesh_tick(w);
+	authz_tick(w); /* policies changed: re-judge open connections */
 	/* listeners whose accept stopped on a resource error */
 	if (!w->stopping)
 		for (uint32_t k = 0; k < w->n_lsn_cap; k++)

@@ -1,0 +1,382 @@
+/*
+ * authz: see authz.h.  The watch thread is the only caller of
+ * confwatch_process()/confwatch_reload(); workers only read the generation
+ * and take set references, as confwatch.h allows from any thread.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "node-proxy/authz.h"
+#include "node-proxy/config.h"
+#include "node-proxy/confwatch.h"
+#include "node-proxy/conn.h"
+#include "node-proxy/log.h"
+#include "node-proxy/pod.h"
+#include "node-proxy/worker-t.h"
+
+#define N_REASONS (POLICY_DENY_PLAINTEXT + 1)
+
+/* One per worker (indexed by worker id), written by that worker only. */
+struct authz_w {
+	struct policy_set *ps; /* reference, taken at generation @gen */
+	uint64_t gen;
+	uint64_t judged_gen;           /* open conns were last judged at this generation */
+	uint64_t by_reason[N_REASONS]; /* new connections, by verdict reason */
+	uint64_t hbone_allowed, hbone_denied;
+	uint64_t revoked; /* open connections closed because a change denies them */
+} __attribute__((aligned(64)));
+
+static struct {
+	int enabled;
+	struct confwatch *cw;
+	pthread_t thr;
+	int efd;               /* wakes the watch thread: stop or reload */
+	int stop, want_reload; /* atomics */
+	struct authz_w w[POD_MAX_WORKERS];
+} g = { .efd = -1 };
+
+#define CNT_ADD(f, n) __atomic_store_n(&(f), (f) + (n), __ATOMIC_RELAXED)
+
+static const char *ip_str(const struct sockaddr *sa, char *buf, size_t len)
+{
+	if (sa && sa->sa_family == AF_INET)
+		return inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf,
+		                 (socklen_t)len);
+	if (sa && sa->sa_family == AF_INET6)
+		return inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf,
+		                 (socklen_t)len);
+	snprintf(buf, len, "-");
+	return buf;
+}
+
+int authz_decide(const struct policy_set *ps, const struct workload *dst,
+                 const struct sockaddr *peer, uint16_t dst_port, const char *principal,
+                 struct policy_verdict *v)
+{
+	struct policy_conn c = { .src_principal = principal,
+		                 .dst_port = dst_port,
+		                 .plaintext = principal == NULL };
+
+	if (peer && peer->sa_family == AF_INET) {
+		c.src_ip.family = AF_INET;
+		c.src_ip.v4 = ((const struct sockaddr_in *)peer)->sin_addr;
+	} else if (peer && peer->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+		if (IN6_IS_ADDR_V4MAPPED(a)) {
+			/* a v4 client on a dual-stack socket: judge it as v4 */
+			c.src_ip.family = AF_INET;
+			memcpy(&c.src_ip.v4, &a->s6_addr[12], 4);
+		} else {
+			c.src_ip.family = AF_INET6;
+			c.src_ip.v6 = *a;
+		}
+	}
+	return policy_eval(ps, dst, &c, v);
+}
+
+/* ---- watch thread ----------------------------------------------------------- */
+
+static void on_change(void *arg, struct policy_set *ps, struct service_set *ss)
+{
+	(void)arg;
+	(void)ss;
+	/* Workers notice the generation on their next tick (<= 100 ms).  Also
+	 * called by confwatch_open() for the initial load, before g.cw is set. */
+	log_info("event=authz_policies_changed policies=%u", policy_set_count(ps));
+}
+
+static void *watch_main(void *arg)
+{
+	struct pollfd pfd[2] = { { .fd = confwatch_fd(g.cw), .events = POLLIN },
+		                 { .fd = g.efd, .events = POLLIN } };
+
+	(void)arg;
+	while (!__atomic_load_n(&g.stop, __ATOMIC_ACQUIRE)) {
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_err("event=authz_poll_failed err=%s", strerror(errno));
+			break;
+		}
+		if (pfd[1].revents & POLLIN) {
+			uint64_t v;
+			if (read(g.efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				break;
+		}
+		if (__atomic_exchange_n(&g.want_reload, 0, __ATOMIC_ACQ_REL))
+			confwatch_reload(g.cw);
+		if (pfd[0].revents & POLLIN)
+			confwatch_process(g.cw);
+	}
+	return NULL;
+}
+
+int authz_init(const struct np_config *cfg, char *err, size_t errlen)
+{
+	struct confwatch_opts o = { .root_ns = cfg->policy_root_ns[0] ? cfg->policy_root_ns : NULL,
+		                    .on_change = on_change };
+	struct conf_errors *e;
+	int rc;
+
+	if (!cfg->policy_dir[0] && !cfg->services_dir[0])
+		return 0;
+	o.policy_dir = cfg->policy_dir[0] ? cfg->policy_dir : NULL;
+	o.services_dir = cfg->services_dir[0] ? cfg->services_dir : NULL;
+	e = calloc(1, sizeof(*e)); /* ~32 KiB: not on the stack */
+	if (!e)
+		return -ENOMEM;
+	conf_errors_init(e);
+	rc = confwatch_open(&o, &g.cw, e);
+	if (rc) {
+		snprintf(err, errlen, "%s%s", e->n ? e->msg[0] : strerror(-rc),
+		         conf_errors_count(e) > 1 ? " (and more, see check-config)" : "");
+		/* each error was logged by confwatch with file:line */
+		goto out;
+	}
+	g.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (g.efd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		goto fail_cw;
+	}
+	rc = -pthread_create(&g.thr, NULL, watch_main, NULL);
+	if (rc) {
+		snprintf(err, errlen, "pthread_create: %s", strerror(-rc));
+		goto fail_efd;
+	}
+	g.enabled = o.policy_dir != NULL;
+	log_info("event=authz_started policies_dir=%s services_dir=%s enforcing=%d",
+	         o.policy_dir ? o.policy_dir : "-", o.services_dir ? o.services_dir : "-",
+	         g.enabled);
+	goto out;
+fail_efd:
+	close(g.efd);
+	g.efd = -1;
+fail_cw:
+	confwatch_close(g.cw);
+	g.cw = NULL;
+out:
+	free(e);
+	return rc;
+}
+
+static void wake(void)
+{
+	uint64_t one = 1;
+
+	if (write(g.efd, &one, sizeof(one)) < 0)
+		log_warn("event=authz_wake_failed err=%s", strerror(errno));
+}
+
+void authz_fini(void)
+{
+	if (!g.cw)
+		return;
+	__atomic_store_n(&g.stop, 1, __ATOMIC_RELEASE);
+	wake();
+	pthread_join(g.thr, NULL);
+	close(g.efd);
+	g.efd = -1;
+	for (unsigned i = 0; i < POD_MAX_WORKERS; i++) {
+		policy_set_put(g.w[i].ps);
+		g.w[i].ps = NULL;
+	}
+	g.enabled = 0;
+	confwatch_close(g.cw);
+	g.cw = NULL;
+}
+
+int authz_enabled(void)
+{
+	return g.enabled;
+}
+
+int authz_reload(void)
+{
+	if (!g.cw)
+		return 0;
+	__atomic_store_n(&g.want_reload, 1, __ATOMIC_RELEASE);
+	wake();
+	return 0;
+}
+
+/* ---- worker hooks ----------------------------------------------------------- */
+
+static struct authz_w *aw_of(struct worker *w)
+{
+	return &g.w[w->id % POD_MAX_WORKERS];
+}
+
+/* The set in force for this worker: swapped when the generation moved. */
+static struct policy_set *cur_set(struct authz_w *a)
+{
+	uint64_t gen = confwatch_generation(g.cw);
+
+	if (gen != a->gen) {
+		policy_set_put(a->ps);
+		a->ps = confwatch_policies(g.cw);
+		a->gen = gen;
+	}
+	return a->ps;
+}
+
+static void log_denied(const char *what, const struct pod *dst, const struct sockaddr *peer,
+                       const char *principal, uint16_t port, const struct policy_verdict *v)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	log_info("event=authz_denied what=%s pod=%s/%s src=%s principal=%s port=%u reason=%s "
+	         "policy=%s",
+	         what, dst->w.ns, dst->w.name, ip_str(peer, ip, sizeof(ip)),
+	         principal ? principal : "-", port, policy_reason_str(v->reason),
+	         v->policy ? v->policy : "-");
+}
+
+int authz_plaintext(struct worker *w, struct pod *dst, int cfd, uint16_t dst_port)
+{
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof(peer);
+	struct policy_verdict v;
+	struct authz_w *a;
+	int rc;
+
+	if (!g.enabled)
+		return 0;
+	a = aw_of(w);
+	if (getpeername(cfd, (struct sockaddr *)&peer, &plen))
+		peer.ss_family = AF_UNSPEC; /* judged without an address */
+	rc = authz_decide(cur_set(a), &dst->w, (struct sockaddr *)&peer, dst_port, NULL, &v);
+	CNT_ADD(a->by_reason[v.reason], 1);
+	if (rc)
+		log_denied("plaintext", dst, (struct sockaddr *)&peer, NULL, dst_port, &v);
+	return rc;
+}
+
+int authz_hbone(struct worker *w, struct pod *dst, const char *principal, int tfd,
+                uint16_t dst_port)
+{
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof(peer);
+	struct policy_verdict v;
+	struct authz_w *a;
+	int rc;
+
+	if (!g.enabled)
+		return 0;
+	a = aw_of(w);
+	if (tfd < 0 || getpeername(tfd, (struct sockaddr *)&peer, &plen))
+		peer.ss_family = AF_UNSPEC;
+	/* an HBONE peer without an identity cannot happen (mTLS); if it
+	 * did, an empty principal is judged as "no identity", not plaintext */
+	rc = authz_decide(cur_set(a), &dst->w, (struct sockaddr *)&peer, dst_port,
+	                  principal ? principal : "", &v);
+	CNT_ADD(a->by_reason[v.reason], 1);
+	if (rc) {
+		CNT_ADD(a->hbone_denied, 1);
+		log_denied("hbone", dst, (struct sockaddr *)&peer, principal, dst_port, &v);
+	} else {
+		CNT_ADD(a->hbone_allowed, 1);
+	}
+	return rc;
+}
+
+void authz_tick(struct worker *w)
+{
+	struct authz_w *a;
+	struct policy_set *ps;
+	uint32_t i;
+
+	if (!g.enabled)
+		return;
+	a = aw_of(w);
+	if (confwatch_generation(g.cw) == a->judged_gen)
+		return;
+	ps = cur_set(a);
+	a->judged_gen = a->gen;
+	for (i = w->pool.active_head; i != CONN_NIL;) {
+		struct conn *c = &w->pool.slots[i];
+		struct sockaddr_storage peer;
+		socklen_t plen = sizeof(peer);
+		struct policy_verdict v;
+		struct pod *dst = NULL;
+		uint16_t port;
+
+		i = c->next;
+		if (c->state != CS_OPEN && c->state != CS_CONNECTING)
+			continue;
+		if (c->kind == LK_INBOUND)
+			dst = c->pod;
+		else if (c->kind == LK_OUTBOUND && c->upod)
+			dst = c->upod; /* same-node shortcut: the destination's inbound */
+		if (!dst)
+			continue;
+		/* sin_port and sin6_port share their offset */
+		port = ntohs(c->dst.sin6_port);
+		if (getpeername(c->ep[0].fd, (struct sockaddr *)&peer, &plen))
+			peer.ss_family = AF_UNSPEC;
+		if (authz_decide(ps, &dst->w, (struct sockaddr *)&peer, port, NULL, &v) == 0)
+			continue;
+		CNT_ADD(a->revoked, 1);
+		log_denied("revoked", dst, (struct sockaddr *)&peer, NULL, port, &v);
+		conn_abort(w, c, 1);
+	}
+}
+
+/* ---- admin ------------------------------------------------------------------ */
+
+json_t *authz_stats_json(void)
+{
+	uint64_t r[N_REASONS] = { 0 }, ha = 0, hd = 0, rv = 0;
+	struct confwatch_stats st;
+	json_t *o = json_object(), *by = json_object();
+	struct policy_set *ps;
+
+	json_object_set_new(o, "enabled", json_boolean(g.enabled));
+	if (!g.cw) {
+		json_decref(by);
+		return o;
+	}
+	for (unsigned i = 0; i < POD_MAX_WORKERS; i++) {
+		for (unsigned k = 0; k < N_REASONS; k++)
+			r[k] += __atomic_load_n(&g.w[i].by_reason[k], __ATOMIC_RELAXED);
+		ha += __atomic_load_n(&g.w[i].hbone_allowed, __ATOMIC_RELAXED);
+		hd += __atomic_load_n(&g.w[i].hbone_denied, __ATOMIC_RELAXED);
+		rv += __atomic_load_n(&g.w[i].revoked, __ATOMIC_RELAXED);
+	}
+	for (unsigned k = 0; k < N_REASONS; k++)
+		json_object_set_new(by, policy_reason_str((enum policy_reason)k),
+		                    json_integer((json_int_t)r[k]));
+	json_object_set_new(
+	    o, "allowed",
+	    json_integer((json_int_t)(r[POLICY_ALLOW_NO_POLICY] + r[POLICY_ALLOW_MATCH])));
+	json_object_set_new(
+	    o, "denied",
+	    json_integer((json_int_t)(r[POLICY_DENY_MATCH] + r[POLICY_DENY_NO_MATCH] +
+	                              r[POLICY_DENY_PLAINTEXT])));
+	json_object_set_new(o, "by_reason", by);
+	json_object_set_new(o, "hbone_allowed", json_integer((json_int_t)ha));
+	json_object_set_new(o, "hbone_denied", json_integer((json_int_t)hd));
+	json_object_set_new(o, "revoked", json_integer((json_int_t)rv));
+	confwatch_get_stats(g.cw, &st);
+	ps = confwatch_policies(g.cw);
+	json_object_set_new(o, "policies", json_integer((json_int_t)policy_set_count(ps)));
+	policy_set_put(ps);
+	json_object_set_new(o, "generation", json_integer((json_int_t)st.generation));
+	json_object_set_new(o, "policy_reloads_ok", json_integer((json_int_t)st.policy_reloads_ok));
+	json_object_set_new(o, "policy_reloads_failed",
+	                    json_integer((json_int_t)st.policy_reloads_failed));
+	json_object_set_new(o, "services_reloads_ok",
+	                    json_integer((json_int_t)st.services_reloads_ok));
+	json_object_set_new(o, "services_reloads_failed",
+	                    json_integer((json_int_t)st.services_reloads_failed));
+	json_object_set_new(o, "last_error", json_string(st.last_error));
+	return o;
+}

@@ -1,0 +1,68 @@
+/*
+ * authz: authorization policy enforced in the data plane.
+ *
+ * Owns the process's confwatch instance (policies.d, services.d) and a
+ * small thread that polls it, so a changed file is reloaded without the
+ * workers or the admin thread ever blocking on it.  Workers call the
+ * decision hooks below on their own thread: each keeps one reference to
+ * the policy set in force and swaps it when confwatch's generation moved
+ * (one relaxed load per call).  On a change, the next worker tick (100 ms)
+ * re-evaluates every open inbound connection of that worker and resets
+ * those now denied: closing happens on the thread that owns the conn, and
+ * the inputs of a decision are all recoverable from the conn itself
+ * (destination pod, original destination port, peer address), so no
+ * per-connection copy is kept for plaintext.  HBONE streams are judged by
+ * mesh.c through authz_hbone() with the peer's SPIFFE id.
+ *
+ * Off (every hook allows, costs one branch) when no policies_dir is set.
+ * Counters are per worker, written by that worker only.
+ */
+#ifndef AMBIT_NP_AUTHZ_H
+#define AMBIT_NP_AUTHZ_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "node-proxy/policy.h"
+
+struct np_config;
+struct pod;
+struct worker;
+struct workload;
+
+/* Load the configured directories (a bad one is fatal: -EINVAL, message in
+ * @err) and start the watch thread.  0 when off or started, else -errno. */
+int authz_init(const struct np_config *cfg, char *err, size_t errlen);
+void authz_fini(void);
+int authz_enabled(void);
+/* Reload now (SIGHUP).  1 new sets, 0 unchanged or refused, -errno. */
+int authz_reload(void);
+
+/*
+ * The decision for one connection to @dst, pure: @ps NULL allows.  @peer is
+ * the source address (AF_INET/AF_INET6 sockaddr; NULL unknown), @principal
+ * the peer's SPIFFE id for HBONE (NULL for plaintext).  0 or -EACCES, @v
+ * filled.
+ */
+int authz_decide(const struct policy_set *ps, const struct workload *dst,
+                 const struct sockaddr *peer, uint16_t dst_port, const char *principal,
+                 struct policy_verdict *v);
+
+/* Worker hooks, on the worker's own thread. */
+/* Plaintext connection @cfd to @dst (15006, or a same-node shortcut) for
+ * port @dst_port: 0 allow, -EACCES deny (the caller resets @cfd). */
+int authz_plaintext(struct worker *w, struct pod *dst, int cfd, uint16_t dst_port);
+/* HBONE stream to @dst from @principal, tunnel socket @tfd (source
+ * address), app port @dst_port: 0 allow, -EACCES deny (answer 401). */
+int authz_hbone(struct worker *w, struct pod *dst, const char *principal, int tfd,
+                uint16_t dst_port);
+/* From the worker's tick: when the policies changed, re-evaluate the
+ * worker's open plaintext connections and reset those now denied. */
+void authz_tick(struct worker *w);
+
+/* The "authz" object of the admin /stats (new reference). */
+json_t *authz_stats_json(void);
+
+#endif

@@ -1,0 +1,291 @@
+"""Authorization policy enforced by ambit-node-proxy (node-proxy/authz.c,
+docs/policy.md "Enforcement in node-proxy"): real pods enrolled with
+namespace and labels, node-proxy started with [policy] policies_dir, and
+policy files written, edited and broken while it runs.  Plaintext
+connections carry no identity, so the rules here tell clients apart by
+source IP block and port; STRICT refuses them all.  Each test checks
+node-proxy's own /stats "authz" counters, so a refusal that did not come
+from the policy (a closed port, a dead server) cannot pass for one."""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from test_node_proxy import MODES, Proxy
+from topology import PYTHON, http_server, tcp_echo_server
+
+BACKEND_ALLOW = """
+[policy backend-allow]
+namespace = shop
+selector = app=backend
+action = ALLOW
+
+[rule backend-allow]
+ip_blocks = {frontend}/32
+ports = 8080
+"""
+
+SHOP_DENY_FRONTEND = """
+[policy shop-deny-frontend]
+namespace = shop
+action = DENY
+
+[rule shop-deny-frontend]
+ip_blocks = {frontend}
+"""
+
+SHOP_STRICT = """
+[peer_authentication shop-strict]
+namespace = shop
+mode = STRICT
+"""
+
+BROKEN = """
+[policy oops]
+namespace = shop
+action = allow
+"""
+
+# connects, checks one echo, prints "open", then reports how it ended
+_LONG_CLIENT = r"""
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+s.sendall(b"ping\n")
+assert s.recv(100) == b"ping\n"
+print("open", flush=True)
+s.settimeout(60)
+try:
+    d = s.recv(100)
+    print("eof" if not d else "data", flush=True)
+except ConnectionResetError:
+    print("reset", flush=True)
+except socket.timeout:
+    print("timeout", flush=True)
+"""
+
+
+class PolicyProxy(Proxy):
+    """node-proxy with a policies directory of its own (files written by
+    the test) and helpers for the "authz" object of /stats."""
+
+    def __init__(self, topo, bins, node, files, extra=()):
+        self.pdir = os.path.join(topo.tmpdir, "policies.d")
+        os.makedirs(self.pdir, exist_ok=True)
+        for name, text in files.items():
+            self.write(name, text)
+        conf = os.path.join(topo.tmpdir, "np-policy.ini")
+        with open(conf, "w") as f:
+            f.write(f"[policy]\npolicies_dir = {self.pdir}\n")
+        super().__init__(topo, bins, node, extra=["--config", conf] + list(extra))
+
+    def write(self, name, text):
+        # written aside and renamed in: the reload never sees half a file
+        tmp = os.path.join(self.pdir, "." + name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, os.path.join(self.pdir, name))
+
+    def authz(self):
+        return self.json("/stats")["authz"]
+
+    def wait_generation(self, gen, timeout=5):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            a = self.authz()
+            if a["generation"] >= gen:
+                return a
+            time.sleep(0.05)
+        raise TimeoutError(f"policy generation {gen} not reached: {self.authz()}")
+
+    def enrol(self, pod, ns, labels):
+        r = self.node.run([str(self.bins / "ambit-redirect"), "install", "--netns", pod.path])
+        assert r.returncode == 0
+        args = ["add", "--uid", f"uid-{pod.name}", "--namespace", ns, "--name", pod.name,
+                "--service-account", pod.name, "--netns", pod.path, "--ip", pod.ip]
+        for k, v in labels.items():
+            args += ["--label", f"{k}={v}"]
+        self.ctl(*args)
+
+
+# curl's exit for a connection reset right after the handshake: 7 when the
+# RST arrives before it saw the connect complete, else 56 (recv) or 52
+REFUSED = (7, 52, 56)
+
+
+def curl(pod, ip, port):
+    return pod.run(["curl", "-sS", "--max-time", "5", f"http://{ip}:{port}/"], check=False)
+
+
+@pytest.fixture
+def shop(topo, bins, request):
+    """Node n1 with frontend and intruder (shop) and backend (shop,
+    app=backend, HTTP on 8080 and 9090); node-proxy with BACKEND_ALLOW.
+    Parametrized (indirect) with "shortcut" or "two-hop"."""
+    n1 = topo.add_node("n1")
+    fe = topo.add_pod(n1, "frontend")
+    intr = topo.add_pod(n1, "intruder")
+    be = topo.add_pod(n1, "backend")
+    mode = getattr(request, "param", "shortcut")
+    proxy = PolicyProxy(topo, bins, n1, {"10-backend.ini": BACKEND_ALLOW.format(frontend=fe.ip)},
+                        extra=MODES[mode])
+    proxy.enrol(fe, "shop", {"app": "frontend"})
+    proxy.enrol(intr, "shop", {"app": "intruder"})
+    proxy.enrol(be, "shop", {"app": "backend"})
+    http_server(be, 8080)
+    http_server(be, 9090)
+    yield n1, fe, intr, be, proxy
+    proxy.stop_clean()
+
+
+BOTH = pytest.mark.parametrize("shop", list(MODES), indirect=True)
+
+
+@BOTH
+def test_allow_deny_port_scope(shop):
+    n1, fe, intr, be, proxy = shop
+    a0 = proxy.authz()
+    assert a0["enabled"] and a0["policies"] == 1
+    r = curl(fe, be.ip, 8080)
+    assert r.returncode == 0 and r.stdout == "backend\n", r.stderr
+    a1 = proxy.authz()
+    assert a1["by_reason"]["allow_match"] == a0["by_reason"]["allow_match"] + 1
+    # the intruder's client sees the refusal: reset, no answer
+    r = curl(intr, be.ip, 8080)
+    assert r.returncode in REFUSED, (r.returncode, r.stderr)
+    a2 = proxy.authz()
+    assert a2["by_reason"]["deny_no_match"] == a1["by_reason"]["deny_no_match"] + 1
+    # the rule is port-scoped: frontend to 9090 is not allowed
+    r = curl(fe, be.ip, 9090)
+    assert r.returncode in REFUSED, (r.returncode, r.stderr)
+    a3 = proxy.authz()
+    assert a3["denied"] == a2["denied"] + 1
+    # a workload no ALLOW policy selects stays open (allow_no_policy)
+    http_server(intr, 8080)
+    r = curl(be, intr.ip, 8080)
+    assert r.returncode == 0 and r.stdout == "intruder\n", r.stderr
+    assert proxy.authz()["by_reason"]["allow_no_policy"] > a3["by_reason"]["allow_no_policy"]
+
+
+def test_namespace_deny_beats_allow_and_strict(shop):
+    n1, fe, intr, be, proxy = shop
+    gen = proxy.authz()["generation"]
+    assert curl(fe, be.ip, 8080).returncode == 0
+    # a namespace-wide DENY matching frontend wins over the ALLOW that names it
+    proxy.write("20-deny.ini", SHOP_DENY_FRONTEND.format(frontend=fe.ip))
+    a = proxy.wait_generation(gen + 1)
+    r = curl(fe, be.ip, 8080)
+    assert r.returncode in REFUSED, (r.returncode, r.stderr)
+    a1 = proxy.authz()
+    assert a1["by_reason"]["deny_match"] == a["by_reason"]["deny_match"] + 1
+    # removed again: allowed again
+    os.unlink(os.path.join(proxy.pdir, "20-deny.ini"))
+    proxy.wait_generation(gen + 2)
+    assert curl(fe, be.ip, 8080).returncode == 0
+    # STRICT in shop: plaintext is refused even where an ALLOW matches,
+    # and to workloads without any ALLOW policy
+    http_server(intr, 8080)
+    assert curl(be, intr.ip, 8080).returncode == 0
+    proxy.write("00-strict.ini", SHOP_STRICT)
+    a2 = proxy.wait_generation(gen + 3)
+    for client, server in ((fe, be), (be, intr)):
+        r = curl(client, server.ip, 8080)
+        assert r.returncode in REFUSED, (r.returncode, r.stderr)
+    a3 = proxy.authz()
+    assert a3["by_reason"]["deny_plaintext"] == a2["by_reason"]["deny_plaintext"] + 2
+
+
+@BOTH
+def test_edit_closes_open_connection(shop, topo):
+    n1, fe, intr, be, proxy = shop
+    tcp_echo_server(be, 8081)
+    tcp_echo_server(be, 8082)
+    rule = BACKEND_ALLOW.format(frontend=fe.ip)
+    proxy.write("10-backend.ini", rule.replace("ports = 8080", "ports = 8080, 8081, 8082"))
+    gen = proxy.wait_generation(2)["generation"]
+    conns = {}
+    for port in (8081, 8082):
+        conns[port] = fe.popen([PYTHON, "-c", _LONG_CLIENT, be.ip, str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert conns[port].stdout.readline().strip() == "open"
+    revoked0 = proxy.authz()["revoked"]
+    # 8081 leaves the rule: its open connection is now denied, 8082's is not
+    t0 = time.monotonic()
+    proxy.write("10-backend.ini", rule.replace("ports = 8080", "ports = 8080, 8082"))
+    out = conns[8081].stdout.readline().strip()
+    dt = time.monotonic() - t0
+    assert out == "reset", out
+    assert dt < 2.0, dt
+    a = proxy.authz()
+    assert a["generation"] == gen + 1
+    assert a["revoked"] == revoked0 + 1
+    time.sleep(0.3)
+    assert conns[8082].poll() is None, conns[8082].stdout.read()
+    conns[8082].kill()
+    conns[8081].wait(timeout=5)
+
+
+def test_broken_file_keeps_enforcement(shop):
+    n1, fe, intr, be, proxy = shop
+    a0 = proxy.authz()
+    proxy.write("30-broken.ini", BROKEN)
+    deadline = time.monotonic() + 5
+    while proxy.authz()["policy_reloads_failed"] == a0["policy_reloads_failed"]:
+        assert time.monotonic() < deadline, proxy.authz()
+        time.sleep(0.05)
+    a1 = proxy.authz()
+    assert a1["generation"] == a0["generation"]
+    assert "30-broken.ini:4" in a1["last_error"], a1["last_error"]
+    assert "30-broken.ini:4" in proxy.topo.log(proxy.proc)
+    # the set in force is unchanged: frontend allowed, intruder denied
+    assert curl(fe, be.ip, 8080).returncode == 0
+    assert curl(intr, be.ip, 8080).returncode in REFUSED
+    a2 = proxy.authz()
+    assert a2["allowed"] == a1["allowed"] + 1 and a2["denied"] == a1["denied"] + 1
+    # fixing the file loads it
+    proxy.write("30-broken.ini", BROKEN.replace("allow", "ALLOW"))
+    proxy.wait_generation(a0["generation"] + 1)
+
+
+def test_startup_refuses_broken_dir(topo, bins):
+    n1 = topo.add_node("n1")
+    pdir = os.path.join(topo.tmpdir, "bad.d")
+    os.makedirs(pdir)
+    with open(os.path.join(pdir, "10-x.ini"), "w") as f:
+        f.write(BROKEN)
+    conf = os.path.join(topo.tmpdir, "np-bad.ini")
+    with open(conf, "w") as f:
+        f.write(f"[policy]\npolicies_dir = {pdir}\n")
+    r = n1.run([str(bins / "ambit-node-proxy"), "run", "--config", conf, "--control-socket",
+                os.path.join(topo.tmpdir, "np.sock"), "--state-file",
+                os.path.join(topo.tmpdir, "np.state")], check=False, timeout=10)
+    assert r.returncode == 1
+    assert "10-x.ini:4" in r.stderr + r.stdout
+    # a policies_dir that is not absolute is a config error
+    with open(conf, "w") as f:
+        f.write("[policy]\npolicies_dir = relative/dir\n")
+    r = n1.run([str(bins / "ambit-node-proxy"), "run", "--config", conf], check=False,
+               timeout=10)
+    assert r.returncode != 0 and "absolute" in r.stderr + r.stdout
+
+
+def test_check_config_exit_codes(bins, tmp_path):
+    good = tmp_path / "good"
+    bad = tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    (good / "10.ini").write_text(BACKEND_ALLOW.format(frontend="10.1.2.3") + SHOP_STRICT)
+    (bad / "10.ini").write_text(BROKEN)
+
+    def cc(*args):
+        return subprocess.run([str(bins / "ambit-node-proxy"), "check-config", *args],
+                              capture_output=True, text=True, timeout=30)
+
+    r = cc("-p", str(good))
+    assert r.returncode == 0 and "ok, 2 policies" in r.stdout, r.stdout + r.stderr
+    r = cc("-p", str(bad))
+    assert r.returncode == 1 and "10.ini:4" in r.stderr, r.stdout + r.stderr
+    r = cc("--no-such-flag")
+    assert r.returncode == 2
