@@ -114,8 +114,13 @@ def assert_report(out, logs):
         assert "the intruder was NOT refused" in out, out
         assert "not available in this build: authorization policy" in out, out
     # metrics: a metrics section either way
-    assert "istio_tcp_connections_opened_total" in out or \
-        "not available in this build: :15020/metrics" in out, out
+    if "not available in this build: :15020/metrics" not in out:
+        assert "(from http://127.0.0.1:15020/metrics in the node netns)" in out, out
+        assert re.search(r'^  ambit_hbone_handshakes_total\{role="client"\} [1-9]', out, re.M) or \
+            "not available in this build: mTLS/HBONE" in out, out
+        # Istio's series with the workloads and principals of this run, or said missing
+        assert re.search(r'^  istio_tcp_connections_opened_total\{.*source_workload="frontend"', out, re.M) \
+            or "not available in this build: istio_tcp_* series" in out, out
     # logs kept
     assert f"node-proxy log: {logs}/node-proxy.log" in out, out
     assert (Path(logs) / "node-proxy.log").stat().st_size > 0

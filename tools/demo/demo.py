@@ -361,6 +361,10 @@ def run(args, out, state):
     # 8. evidence
     out.begin("collecting identities, handshakes, metrics, logs")
     time.sleep(0.2)  # workers publish counters asynchronously; access log writer polls 10 ms
+    deadline = time.monotonic() + 1.5
+    while "access log" in np.enabled and time.monotonic() < deadline and \
+            not (os.path.exists(alog) and os.path.getsize(alog) > 0):
+        time.sleep(0.05)
     state["s0"], state["s1"], state["s2"], state["s3"] = s0, s1, s2, np.stats()
     state["wl"] = np.json("/workloads") or []
     code, body = np.get("/metrics", METRICS)
@@ -526,8 +530,9 @@ def report(out, state, logs_dir):
     if mt:
         want = ("istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total",
                 "istio_tcp_received_bytes_total", "istio_tcp_sent_bytes_total",
-                "ambit_hbone_handshakes_total", "ambit_policy_decisions_total",
-                "ambit_workloads_enrolled")
+                "ambit_hbone_handshakes_total", "ambit_hbone_handshake_failures_total",
+                "ambit_pool_connections_opened_total", "ambit_policy_decisions_total",
+                "ambit_workloads_enrolled", "ambit_accesslog_lines_total")
         shown = 0
         for l in mt.splitlines():
             if l.startswith(want) and not l.startswith("#"):
@@ -536,6 +541,10 @@ def report(out, state, logs_dir):
                 if shown >= 14:
                     break
         out.line(f"  (from http://127.0.0.1:{METRICS}/metrics in the node netns)")
+        if not any(l.startswith("istio_tcp_") for l in mt.splitlines()):
+            missing.append(("Istio TCP metrics", f":{METRICS}/metrics answers, but has no "
+                            "istio_tcp_* series after the requests"))
+            out.line("  not available in this build: istio_tcp_* series (the data path does not count them yet)")
     else:
         missing.append(("Prometheus metrics", f":{METRICS}/metrics does not answer"))
         t = s3.get("total", {})
