@@ -571,8 +571,8 @@ def report(out, state, logs_dir):
         shutil.copyfile(alog, adst)
         lines = Path(adst).read_text().splitlines()
         out.line(f"  access log:     {adst} ({len(lines)} lines, one JSON object per connection)")
-        for l in lines[:1]:
-            out.line("    " + l[:200] + ("..." if len(l) > 200 else ""))
+        for l in pick_access_lines(lines):
+            out.line("    " + l)
     else:
         with_al = np is not None and "access log" in np.enabled
         why = "configured, but nothing was written" if with_al else "no access log key in this node-proxy"
@@ -582,6 +582,32 @@ def report(out, state, logs_dir):
     cl = state.get("cni_log")
     if cl:
         out.line(f"  ambit-cni log:  {cl}")
+
+
+def pick_access_lines(lines, n=3):
+    """A few access log records of this run, reduced to the fields a reader
+    checks: who, proven identities, security, flags, bytes."""
+    recs = []
+    for l in lines:
+        try:
+            r = json.loads(l)
+        except ValueError:
+            continue
+        if isinstance(r, dict):
+            recs.append(r)
+    # one allowed frontend connection per reporter, then the intruder's
+    chosen = []
+    for want in (("frontend", "destination"), ("frontend", "source"), ("intruder", None)):
+        for r in recs:
+            if r.get("src_workload") == want[0] and (want[1] is None or r.get("reporter") == want[1]) \
+                    and r not in chosen:
+                chosen.append(r)
+                break
+    if not chosen:
+        chosen = recs[:1]
+    keys = ("reporter", "src_workload", "src_identity", "dst_workload", "dst_identity",
+            "connection_security_policy", "response_flags", "bytes_sent", "bytes_received")
+    return [" ".join(f"{k}={r.get(k)}" for k in keys if k in r) for r in chosen[:n]]
 
 
 def compact_metric(l):
