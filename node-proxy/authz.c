@@ -19,6 +19,7 @@
 #include "node-proxy/confwatch.h"
 #include "node-proxy/conn.h"
 #include "node-proxy/log.h"
+#include "node-proxy/mesh.h"
 #include "node-proxy/pod.h"
 #include "node-proxy/worker-t.h"
 
@@ -288,6 +289,27 @@ int authz_hbone(struct worker *w, struct pod *dst, const char *principal, int tf
 	return rc;
 }
 
+int authz_hbone_recheck(struct worker *w, struct pod *dst, const char *principal, int tfd,
+                        uint16_t dst_port)
+{
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof(peer);
+	struct policy_verdict v;
+	struct authz_w *a;
+
+	if (!g.enabled)
+		return 0;
+	a = aw_of(w);
+	if (tfd < 0 || getpeername(tfd, (struct sockaddr *)&peer, &plen))
+		peer.ss_family = AF_UNSPEC;
+	if (authz_decide(cur_set(a), &dst->w, (struct sockaddr *)&peer, dst_port,
+	                 principal ? principal : "", &v) == 0)
+		return 0;
+	CNT_ADD(a->revoked, 1);
+	log_denied("revoked", dst, (struct sockaddr *)&peer, principal, dst_port, &v);
+	return -EACCES;
+}
+
 void authz_tick(struct worker *w)
 {
 	struct authz_w *a;
@@ -328,6 +350,7 @@ void authz_tick(struct worker *w)
 		log_denied("revoked", dst, (struct sockaddr *)&peer, NULL, port, &v);
 		conn_abort(w, c, 1);
 	}
+	mesh_reauthorize(w); /* and the HBONE streams this worker serves */
 }
 
 /* ---- admin ------------------------------------------------------------------ */

@@ -58,6 +58,10 @@ int authz_plaintext(struct worker *w, struct pod *dst, int cfd, uint16_t dst_por
  * address), app port @dst_port: 0 allow, -EACCES deny (answer 401). */
 int authz_hbone(struct worker *w, struct pod *dst, const char *principal, int tfd,
                 uint16_t dst_port);
+/* The same for an open HBONE stream after a change (mesh_reauthorize()):
+ * -EACCES when the new set denies it (counted as revoked, not as new). */
+int authz_hbone_recheck(struct worker *w, struct pod *dst, const char *principal, int tfd,
+                        uint16_t dst_port);
 /* From the worker's tick: when the policies changed, re-evaluate the
  * worker's open plaintext connections and reset those now denied. */
 void authz_tick(struct worker *w);

@@ -1134,6 +1134,27 @@ static void close_where(struct mesh_worker *mw, struct pod *pod)
 	run_dirty(mw);
 }
 
+/* Policies changed (authz.c): server streams whose peer the new set denies
+ * are reset; the tunnel and its other streams stay. */
+void mesh_reauthorize(struct worker *w)
+{
+	struct mesh_worker *mw = w->mesh;
+
+	if (!mw)
+		return;
+	cur_mw = mw;
+	for (uint32_t i = 0; i < mw->hwm; i++) {
+		struct mobj *o = mw->tab[i];
+		struct mstream *s = (struct mstream *)o;
+		if (!o || o->closing || o->type != MT_STREAM || !s->server || !s->t)
+			continue;
+		if (authz_hbone_recheck(w, o->pod, hbone_conn_peer_id(s->t->hc), s->t->h.fd,
+		                        ss_port(&s->dst)))
+			stream_abort(mw, s);
+	}
+	run_dirty(mw);
+}
+
 void mesh_del_pod(struct worker *w, struct pod *pod)
 {
 	if (w->mesh) {

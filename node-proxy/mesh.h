@@ -64,6 +64,8 @@ int mesh_accept_hbone(struct worker *w, struct pod *pod, int cfd);
 int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct sockaddr_storage *dst);
 void mesh_on_cqe(struct worker *w, const struct io_uring_cqe *cqe);
 void mesh_tick(struct worker *w);
+/* Policies changed: reset server streams the new set denies (authz.c). */
+void mesh_reauthorize(struct worker *w);
 /* @pod was deleted: close its tunnels and streams. */
 void mesh_del_pod(struct worker *w, struct pod *pod);
 /* Shutting down: close everything; mesh_busy() turns 0 once gone. */

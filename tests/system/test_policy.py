@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from test_hbone_mesh import make_ca
 from test_node_proxy import MODES, Proxy
 from topology import PYTHON, http_server, tcp_echo_server
 
@@ -71,14 +72,14 @@ class PolicyProxy(Proxy):
     """node-proxy with a policies directory of its own (files written by
     the test) and helpers for the "authz" object of /stats."""
 
-    def __init__(self, topo, bins, node, files, extra=()):
+    def __init__(self, topo, bins, node, files, extra=(), conf_extra=""):
         self.pdir = os.path.join(topo.tmpdir, "policies.d")
         os.makedirs(self.pdir, exist_ok=True)
         for name, text in files.items():
             self.write(name, text)
         conf = os.path.join(topo.tmpdir, "np-policy.ini")
         with open(conf, "w") as f:
-            f.write(f"[policy]\npolicies_dir = {self.pdir}\n")
+            f.write(f"[policy]\npolicies_dir = {self.pdir}\n{conf_extra}")
         super().__init__(topo, bins, node, extra=["--config", conf] + list(extra))
 
     def write(self, name, text):
@@ -289,3 +290,61 @@ def test_check_config_exit_codes(bins, tmp_path):
     assert r.returncode == 1 and "10.ini:4" in r.stderr, r.stdout + r.stderr
     r = cc("--no-such-flag")
     assert r.returncode == 2
+
+
+HBONE_ALLOW = """
+[policy backend-allow]
+namespace = shop
+selector = app=backend
+
+[rule backend-allow]
+principals = spiffe://cluster.local/ns/shop/sa/frontend
+ports = 8080, 8081
+"""
+
+
+def test_hbone_principals(topo, bins):
+    """With HBONE on, pod to pod rides mTLS: the backend's policy sees the
+    client's SPIFFE id.  The allowed identity passes, another one gets 401
+    (its client a reset), and an edit revokes an open stream."""
+    n1 = topo.add_node("n1")
+    fe = topo.add_pod(n1, "frontend")
+    intr = topo.add_pod(n1, "intruder")
+    be = topo.add_pod(n1, "backend")
+    ca = make_ca(topo, bins)
+    proxy = PolicyProxy(topo, bins, n1, {"10-backend.ini": HBONE_ALLOW},
+                        conf_extra=f"[mesh]\nca_dir = {ca}\n")
+    try:
+        proxy.enrol(fe, "shop", {"app": "frontend"})
+        proxy.enrol(intr, "shop", {"app": "intruder"})
+        proxy.enrol(be, "shop", {"app": "backend"})
+        http_server(be, 8080)
+        tcp_echo_server(be, 8081)
+        s0 = proxy.json("/stats")
+        r = curl(fe, be.ip, 8080)
+        assert r.returncode == 0 and r.stdout == "backend\n", r.stderr
+        r = curl(intr, be.ip, 8080)
+        assert r.returncode in REFUSED, (r.returncode, r.stderr)
+        s1 = proxy.json("/stats")
+        a0, a1, m0, m1 = s0["authz"], s1["authz"], s0["mesh"], s1["mesh"]
+        assert a1["hbone_allowed"] - a0["hbone_allowed"] == 1
+        assert a1["hbone_denied"] - a0["hbone_denied"] == 1
+        assert m1["responses"]["server"]["401"] - m0["responses"]["server"]["401"] == 1
+        assert m1["responses"]["server"]["200"] - m0["responses"]["server"]["200"] == 1
+        assert "principal=spiffe://cluster.local/ns/shop/sa/intruder" in topo.log(proxy.proc)
+        # an open HBONE stream is revoked when its port leaves the rule
+        cut = fe.popen([PYTHON, "-c", _LONG_CLIENT, be.ip, "8081"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+        assert cut.stdout.readline().strip() == "open"
+        t0 = time.monotonic()
+        proxy.write("10-backend.ini", HBONE_ALLOW.replace("ports = 8080, 8081", "ports = 8080"))
+        out = cut.stdout.readline().strip()
+        dt = time.monotonic() - t0
+        assert out in ("reset", "eof"), out
+        assert dt < 2.0, dt
+        assert proxy.authz()["revoked"] == a1["revoked"] + 1
+        cut.wait(timeout=5)
+        # the allowed path still works after the change
+        assert curl(fe, be.ip, 8080).returncode == 0
+    finally:
+        proxy.stop_clean()

@@ -39,6 +39,14 @@ void conn_abort(struct worker *w, struct conn *c, int rst)
 	c->state = CS_CLOSING;
 }
 
+/* mesh.c's side of a change (no HBONE here) */
+static unsigned n_reauthorize;
+void mesh_reauthorize(struct worker *w)
+{
+	(void)w;
+	n_reauthorize++;
+}
+
 static void write_file(const char *dir, const char *name, const char *text)
 {
 	char tmp[512], path[512];
@@ -215,8 +223,10 @@ static void test_watch_and_reevaluate(void **state)
 	/* first tick judges everything: all allowed */
 	authz_tick(w);
 	assert_int_equal(n_aborted, 0);
+	assert_int_equal(n_reauthorize, 1); /* and the HBONE streams */
 	authz_tick(w); /* nothing changed: no second pass */
 	assert_int_equal(n_aborted, 0);
+	assert_int_equal(n_reauthorize, 1);
 
 	/* 8081 leaves the rule: conn 1 is closed, conn 0 stays, conn 2 is
 	 * outbound without a local destination and not judged here */
