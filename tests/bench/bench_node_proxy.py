@@ -46,6 +46,13 @@ sys.stdin.readline()
 """
 
 
+def cpu_s(pid):
+    """utime + stime of a process, seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        v = f.read().rsplit(")", 1)[1].split()
+    return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -155,7 +162,7 @@ def main():
                 topo.stop(proxy)
                 proxy = start_proxy(["--local-shortcut", "false"])
             for _ in range(ROUNDS):
-                run_round(res, (("direct", a, b), (phase, c, d)))
+                run_round(res, (("direct", a, b), (phase, c, d)), proxy.pid)
             if phase == "node-proxy":
                 hops, per_client_conn, per_proxied_conn = idle_rss()
         load1 = os.getloadavg()[0]
@@ -183,6 +190,8 @@ def main():
                          f"{'<= +60 us' if n == 4 else ''} |")
             lines.append(f"| wrk {n} conns p99 (us) | {D[k][2]:.0f} | {P[k][2]:.0f} | "
                          f"+{P[k][2]-D[k][2]:.0f} us | {T[k][2]:.0f} | +{T[k][2]-D[k][2]:.0f} us | |")
+        lines.append(f"| node-proxy vCPU per 1000 req/s (wrk 64) | | {P['vcpu_per_krps']:.3f} | | "
+                     f"{T['vcpu_per_krps']:.3f} | | |")
         lines.append("")
         lines.append("| memory | value | target |")
         lines.append("|---|---|---|")
@@ -204,15 +213,21 @@ def main():
         topo.teardown()
 
 
-def run_round(res, pairs):
-    """One iperf3 and two wrk runs per (label, client, server); keeps the best."""
+def run_round(res, pairs, proxy_pid):
+    """One iperf3 and two wrk runs per (label, client, server); keeps the
+    best.  For proxied runs also the proxy's CPU per 1000 req/s at 64
+    connections (vCPU = CPU seconds / wall seconds)."""
     for label, src, dst in pairs:
         r = res[label]
         r["iperf"] = max(r.get("iperf", 0), iperf(src, dst.ip))
         for k, n in (("wrk4", 4), ("wrk64", 64)):
+            c0, t0 = cpu_s(proxy_pid), time.monotonic()
             rps, p50, p99 = wrk(src, f"http://{dst.ip}:8080/", n)
+            vcpu = (cpu_s(proxy_pid) - c0) / (time.monotonic() - t0)
             o = r.get(k, (0, 1e12, 1e12))
             r[k] = (max(o[0], rps), min(o[1], p50), min(o[2], p99))
+            if k == "wrk64" and label != "direct":
+                r["vcpu_per_krps"] = min(r.get("vcpu_per_krps", 1e9), vcpu / (rps / 1000))
 
 
 if __name__ == "__main__":
