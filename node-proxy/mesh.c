@@ -21,6 +21,7 @@
 
 #define TUN_RBUF              (64 * 1024) /* ciphertext received per recv */
 #define STREAM_UBUF           (32 * 1024) /* plain bytes read per recv */
+#define RING_CACHE            32          /* spare stream rings kept per worker */
 #define H2_FLOW_CONTROL_ERROR 0x3
 #define ID_MAX                2064 /* a SPIFFE ID (2048) and its NUL */
 
@@ -81,6 +82,7 @@ struct mobj {
 	int fd;
 	struct mobj *dnext; /* dirty list */
 	struct pod *pod;    /* reference */
+	uint64_t drain_at;  /* pod deleted / shutting down: reset at this time */
 };
 
 struct mtun {
@@ -125,7 +127,25 @@ struct mesh_worker {
 	uint32_t cap, hwm, nfree, live;
 	struct mobj *dirty;
 	uint64_t rng[2];
+	/* A ring is one stream window (256 KiB: malloc maps it); keeping a few
+	 * spare saves an mmap/munmap and the page faults per connection. */
+	uint8_t *rings[RING_CACHE];
+	unsigned n_rings;
+	unsigned draining; /* objects with a drain deadline (the tick scans then) */
 };
+
+static uint8_t *ring_get(struct mesh_worker *mw)
+{
+	return mw->n_rings ? mw->rings[--mw->n_rings] : malloc(g.hcfg.stream_window);
+}
+
+static void ring_put(struct mesh_worker *mw, uint8_t *r)
+{
+	if (r && mw->n_rings < RING_CACHE)
+		mw->rings[mw->n_rings++] = r;
+	else
+		free(r);
+}
 
 /* ---- process-wide --------------------------------------------------------- */
 
@@ -282,7 +302,9 @@ static uint64_t rnd(struct mesh_worker *mw)
 	return mw->rng[1] + s0;
 }
 
-static void *obj_new(struct mesh_worker *mw, size_t size, int type, struct pod *pod)
+/* @zero: bytes to clear (the object up to its data buffer, which needs
+ * none: zeroing 32-64 KiB per connection showed up in connection rate). */
+static void *obj_new(struct mesh_worker *mw, size_t size, size_t zero, int type, struct pod *pod)
 {
 	struct mobj *o;
 	uint32_t idx;
@@ -293,7 +315,9 @@ static void *obj_new(struct mesh_worker *mw, size_t size, int type, struct pod *
 		idx = mw->hwm++;
 	else
 		return NULL;
-	o = calloc(1, size);
+	o = malloc(size);
+	if (o)
+		memset(o, 0, zero);
 	if (!o) {
 		mw->free_stack[mw->nfree++] = idx;
 		return NULL;
@@ -493,7 +517,7 @@ static int on_stream_request(struct hbone_conn *c, void *arg, int32_t sid,
 	}
 	if (authz_hbone(mw->w, t->h.pod, req->peer_id, t->h.fd, port))
 		return 401; /* the destination's policy denies this peer (authz.c) */
-	s = obj_new(mw, sizeof(*s), MT_STREAM, t->h.pod);
+	s = obj_new(mw, sizeof(*s), offsetof(struct mstream, ubuf), MT_STREAM, t->h.pod);
 	if (!s) {
 		MSTAT(mw, app_connect_errors, 1);
 		return 503;
@@ -550,7 +574,7 @@ static void on_stream_data(struct hbone_conn *c, void *arg, int32_t sid, void *s
 	}
 	if (!s->ring) {
 		s->rcap = g.hcfg.stream_window;
-		s->ring = malloc(s->rcap);
+		s->ring = ring_get(cur_mw);
 	}
 	if (!s->ring || len > s->rcap - s->rlen) {
 		/* more than the window we advertised: the peer broke flow control */
@@ -633,7 +657,7 @@ static const struct hbone_callbacks cbs = {
 static struct mtun *tun_new(struct mesh_worker *mw, int role, struct pod *pod,
                             struct tls_identity *id, const char *expected)
 {
-	struct mtun *t = obj_new(mw, sizeof(*t), MT_TUN, pod);
+	struct mtun *t = obj_new(mw, sizeof(*t), offsetof(struct mtun, rbuf), MT_TUN, pod);
 
 	if (!t)
 		return NULL;
@@ -831,7 +855,7 @@ static void stream_step(struct mesh_worker *mw, struct mstream *s)
 closing:
 	/* never while queued on the dirty list: it is stepped again first */
 	if (s->h.closing && s->h.inflight == 0 && s->detached && !s->h.dirty) {
-		free(s->ring);
+		ring_put(mw, s->ring);
 		MSTAT(mw, streams_active, -1);
 		obj_free(mw, &s->h);
 	}
@@ -890,6 +914,12 @@ static void stream_cqe(struct mesh_worker *mw, struct mstream *s, int sub, int r
 			hbone_stream_consume(t->hc, s->sid, (size_t)res);
 			dirty(mw, &t->h);
 		}
+		if (!s->rlen) {
+			/* drained: an idle stream holds no ring (back to the cache) */
+			ring_put(mw, s->ring);
+			s->ring = NULL;
+			s->rhead = 0;
+		}
 		break;
 	default:
 		break;
@@ -910,9 +940,6 @@ static void run_dirty(struct mesh_worker *mw)
 		else
 			stream_step(mw, (struct mstream *)o);
 	}
-	/* gauges for /stats */
-	__atomic_store_n(&mw->st->pool_conns, hbone_pool_conns(mw->pool), __ATOMIC_RELAXED);
-	__atomic_store_n(&mw->st->pool_streams, hbone_pool_streams(mw->pool), __ATOMIC_RELAXED);
 }
 
 void mesh_on_cqe(struct worker *w, const struct io_uring_cqe *cqe)
@@ -1054,7 +1081,7 @@ int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct socka
 	tls_identity_unref(src);
 	if (!t)
 		goto fail;
-	s = obj_new(mw, sizeof(*s), MT_STREAM, pod);
+	s = obj_new(mw, sizeof(*s), offsetof(struct mstream, ubuf), MT_STREAM, pod);
 	if (!s)
 		goto fail_t;
 	MSTAT(mw, streams_active, 1);
@@ -1109,6 +1136,8 @@ static void expire_cb(void *arg, struct hbone_conn *c, void *user)
 	dirty(mw, &t->h);
 }
 
+static void drain_deadlines(struct mesh_worker *mw);
+
 void mesh_tick(struct worker *w)
 {
 	struct mesh_worker *mw = w->mesh;
@@ -1118,19 +1147,63 @@ void mesh_tick(struct worker *w)
 	cur_mw = mw;
 	hbone_pool_expire(mw->pool, w->now_ms, w->cfg.mesh_pool_idle_ms, expire_cb, mw);
 	run_dirty(mw);
+	if (mw->draining)
+		drain_deadlines(mw);
+	/* gauges for /stats, refreshed per tick: the pool walk is not free
+	 * (1% of a bulk transfer's CPU when done per completion) */
+	__atomic_store_n(&mw->st->pool_conns, hbone_pool_conns(mw->pool), __ATOMIC_RELAXED);
+	__atomic_store_n(&mw->st->pool_streams, hbone_pool_streams(mw->pool), __ATOMIC_RELAXED);
 }
 
-static void close_where(struct mesh_worker *mw, struct pod *pod)
+/* Pod deleted (or shutdown, @pod NULL): no new streams on its tunnels
+ * (GOAWAY, out of the pool), open streams go on until @drain_ms, then they
+ * are reset - as conn.c drains plain connections. */
+static void drain_where(struct mesh_worker *mw, struct pod *pod, unsigned drain_ms)
 {
+	uint64_t now = mw->w->now_ms;
+
 	for (uint32_t i = 0; i < mw->hwm; i++) {
 		struct mobj *o = mw->tab[i];
 		if (!o || o->closing || (pod && o->pod != pod))
 			continue;
-		if (o->type == MT_TUN)
-			((struct mtun *)o)->dead = 1, obj_close(mw, o, 1);
-		else
-			stream_abort(mw, (struct mstream *)o);
+		if (!o->drain_at) {
+			o->drain_at = now + drain_ms;
+			mw->draining++;
+		}
+		if (o->type == MT_TUN) {
+			struct mtun *t = (struct mtun *)o;
+			if (t->in_pool) {
+				hbone_pool_remove(mw->pool, t->hc);
+				t->in_pool = 0;
+			}
+			hbone_conn_goaway(t->hc, HBONE_H2_NO_ERROR);
+		}
+		dirty(mw, o);
 	}
+	run_dirty(mw);
+}
+
+static void drain_deadlines(struct mesh_worker *mw)
+{
+	uint64_t now = mw->w->now_ms;
+	unsigned left = 0;
+
+	for (uint32_t i = 0; i < mw->hwm; i++) {
+		struct mobj *o = mw->tab[i];
+		if (!o || !o->drain_at || o->closing)
+			continue;
+		if (now < o->drain_at) {
+			left++;
+			continue;
+		}
+		if (o->type == MT_TUN) {
+			((struct mtun *)o)->dead = 1;
+			obj_close(mw, o, 1);
+		} else {
+			stream_abort(mw, (struct mstream *)o);
+		}
+	}
+	mw->draining = left;
 	run_dirty(mw);
 }
 
@@ -1159,7 +1232,7 @@ void mesh_del_pod(struct worker *w, struct pod *pod)
 {
 	if (w->mesh) {
 		cur_mw = w->mesh;
-		close_where(w->mesh, pod);
+		drain_where(w->mesh, pod, w->cfg.drain_ms);
 	}
 }
 
@@ -1167,7 +1240,7 @@ void mesh_stop(struct worker *w)
 {
 	if (w->mesh) {
 		cur_mw = w->mesh;
-		close_where(w->mesh, NULL);
+		drain_where(w->mesh, NULL, w->cfg.drain_ms);
 	}
 }
 
@@ -1198,6 +1271,8 @@ void mesh_worker_free(struct worker *w)
 			obj_free(mw, o);
 		}
 	}
+	while (mw->n_rings)
+		free(mw->rings[--mw->n_rings]);
 	hbone_pool_free(mw->pool);
 	free(mw->tab);
 	free(mw->gens);

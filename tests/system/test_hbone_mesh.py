@@ -363,3 +363,36 @@ def test_refused_handshakes_counted(hmesh, topo, bins):
     # the mesh path still works afterwards
     r = a.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/"])
     assert r.stdout == "b\n"
+
+
+def test_pod_delete_drains_tunnels(hmesh, topo):
+    """ctl del of the destination: open tunnelled connections keep working
+    within the drain deadline (3 s in Proxy), then are reset; the pod's
+    tunnels and streams are gone afterwards."""
+    import socket
+    n1, a, b, proxy = hmesh
+    b.popen([PYTHON, "-c", _MANY_ECHO_SERVER, "7200"])
+    wait_port(b, 7200, host=b.ip)
+    s = a.exec(socket.create_connection, (b.ip, 7200), 5)
+    s.settimeout(5)
+    s.sendall(b"one")
+    assert s.recv(16) == b"one"
+    proxy.delete(b)
+    s.sendall(b"two")
+    assert s.recv(16) == b"two"  # still relayed while draining
+    t0 = time.monotonic()
+    try:
+        got = s.recv(16)
+    except ConnectionResetError:
+        got = None
+    waited = time.monotonic() - t0
+    assert got in (None, b""), got
+    assert 1.5 < waited < 5, waited
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        m = proxy.mesh()
+        if m["streams_active"] == 0 and m["tunnels_active"] == 0:
+            break
+        time.sleep(0.1)
+    assert m["streams_active"] == 0 and m["tunnels_active"] == 0, m
+    assert [i["id"] for i in m["identities"]] == ["spiffe://cluster.local/ns/default/sa/alpha"]
