@@ -202,6 +202,68 @@ def test_ini_keys_documented(page):
     assert not msgs, "\n".join(msgs)
 
 
+def code_ini_defaults(text=None):
+    """{(section, key): default} from config_defaults() and the key table
+    (fields it does not set are zero / empty after its memset)."""
+    text = text if text is not None else SRC.read_text()
+    fields = dict(((sec, key), f) for sec, key, f in re.findall(
+        r'\{\s*"([a-z_]+)",\s*"([a-z_]+)",\s*K_[A-Z]+,\s*F\((\w+)\)', text))
+    body = re.search(r"void config_defaults\(struct np_config \*c\)\s*\{(.*?)\n\}", text, re.S)
+    assert body, "config.c: config_defaults() not found"
+    vals = {}
+    for f, expr in re.findall(r"c->(\w+) = ([^;]+);", body.group(1)):
+        expr = expr.strip()
+        lvl = re.fullmatch(r"LOG_LVL_([A-Z]+)", expr)
+        if lvl:
+            vals[f] = lvl.group(1).lower()
+        else:
+            assert re.fullmatch(r"[0-9xa-fA-F *<()+]+", expr), (f, expr)
+            vals[f] = eval(expr, {"__builtins__": {}})  # digits and operators only
+    for f, v in re.findall(r'snprintf\(c->(\w+), sizeof\(c->\w+\), "%s", "([^"]*)"\)', body.group(1)):
+        vals[f] = v
+    return {k: vals.get(f, 0) for k, f in fields.items()}
+
+
+def doc_default(cell):
+    """The default in a row's second column, normalised like the code's."""
+    if re.search(r"\bunset\b", cell):
+        return 0
+    v = re.findall(r"`([^`]*)`", cell)[-1]
+    if v in ("true", "false"):
+        return int(v == "true")
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)", v)
+    if m:
+        return int(m.group(1)) * {"ms": 1, "s": 1000, "m": 60000, "h": 3600000}[m.group(2)]
+    if re.fullmatch(r"0x[0-9a-f]+|\d+", v):
+        return int(v, 0)
+    return v
+
+
+def test_ini_defaults_documented(page):
+    code = code_ini_defaults()
+    sec = doc_section(page, "## node-proxy.ini")
+    bad = []
+    for s, k, cell in re.findall(r"^\| `\[([a-z_]+)\] ([a-z_]+)` \| ([^|]*) \|", sec, re.M):
+        want = code.get((s, k))
+        got = doc_default(cell)
+        if want == "":
+            want = 0
+        if got != want:
+            bad.append(f"[{s}] {k}: documented default {got!r}, config_defaults() has {want!r}")
+    assert not bad, "\n".join(bad)
+
+
+def test_selfcheck_defaults():
+    d = code_ini_defaults()
+    assert d[("timeouts", "idle")] == 3600000 and d[("proxy", "log_level")] == "info"
+    assert d[("paths", "control_socket")] == "/run/ambit/node-proxy.sock"
+    assert d[("proxy", "workers")] == 0 and d[("marks", "proxy")] == 0x539
+    assert doc_default("duration, `30s`") == 30000 and doc_default("bool, `false`") == 0
+    assert doc_default("path, unset") == 0 and doc_default("mark, `0x111`") == 0x111
+    changed = SRC.read_text().replace("c->drain_ms = 30 * 1000;", "c->drain_ms = 20 * 1000;")
+    assert code_ini_defaults(changed)[("timeouts", "drain")] == 20000
+
+
 def test_shipped_ini_uses_known_keys():
     """configs/node-proxy.ini is the commented default file: only known keys."""
     text = (REPO / "configs" / "node-proxy.ini").read_text()
