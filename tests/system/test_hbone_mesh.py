@@ -396,3 +396,61 @@ def test_pod_delete_drains_tunnels(hmesh, topo):
         time.sleep(0.1)
     assert m["streams_active"] == 0 and m["tunnels_active"] == 0, m
     assert [i["id"] for i in m["identities"]] == ["spiffe://cluster.local/ns/default/sa/alpha"]
+
+
+_FAKE_HBONE_SERVER = r"""
+import socket, ssl, sys
+cert, key, chain, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+ctx.load_cert_chain(chain, key)
+ctx.set_alpn_protocols(["h2"])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port)); s.listen(16)
+while True:
+    c, _ = s.accept()
+    try:
+        t = ctx.wrap_socket(c, server_side=True)
+        t.recv(1024)
+    except Exception as e:
+        print("handshake:", e, flush=True)
+    finally:
+        c.close()
+"""
+
+
+def test_wrong_server_identity_refused(topo, bins):
+    """A destination registered as service account "gamma" whose 15008 is
+    answered by an impostor holding a valid mesh SVID of another account
+    (same CA): the client refuses it (wrong_identity) and resets the app's
+    connection; nothing reaches the impostor's tunnel."""
+    n1 = topo.add_node("n1")
+    a = topo.add_pod(n1, "a")
+    d = topo.add_pod(n1, "d")
+    ca = make_ca(topo, bins)
+    proxy = MeshProxy(topo, bins, n1, extra=["--config", write_conf(topo, ca)])
+    n1.run([str(bins / "ambit-redirect"), "install", "--netns", a.path])
+    proxy.add_sa(a, "alpha")
+    # "c" is registered with d's address but e's netns (its listeners open
+    # there): to node-proxy, d.ip is workload default/gamma, while d itself
+    # is not enrolled and runs the impostor on 15008
+    e = topo.add_pod(n1, "e")
+    proxy.ctl("add", "--uid", "uid-c", "--namespace", "default", "--name", "c", "--netns",
+              e.path, "--ip", d.ip, "--service-account", "gamma")
+    wl = os.path.join(topo.tmpdir, "evil")
+    subprocess.run([str(bins / "ambit-certs"), "issue-workload", "--dir", ca, "--namespace",
+                    "default", "--service-account", "evil", "--out", wl], check=True,
+                   capture_output=True)
+    d.popen([PYTHON, "-c", _FAKE_HBONE_SERVER, wl + "/cert.pem", wl + "/key.pem",
+             wl + "/chain.pem", "15008"])
+    wait_port(d, 15008, host=d.ip)
+    m0 = proxy.mesh()
+    r = a.run(["curl", "-sS", "--max-time", "5", f"http://{d.ip}:8080/"], check=False)
+    assert r.returncode != 0
+    m1 = proxy.mesh()
+    assert delta(m1, m0, "handshake_failures", "client", "wrong_identity") == 1, m1
+    assert delta(m1, m0, "outbound_hbone") == 1
+    assert delta(m1, m0, "stream_resets") >= 1
+    log = topo.log(proxy.proc)
+    assert "event=hbone_handshake_failed role=client pod=uid-a" in log and \
+        "reason=wrong_identity" in log, log[-2000:]
