@@ -355,11 +355,30 @@ def test_refused_handshakes_counted(hmesh, topo, bins):
     r = n1.run(["openssl", "s_client", "-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "h2",
                 "-cert", other + "/wl/cert.pem", "-key", other + "/wl/key.pem",
                 "-cert_chain", other + "/wl/chain.pem"], check=False, input="", timeout=10)
+    # a valid mesh SVID (same CA) but ALPN http/1.1; and no client certificate
+    ca = os.path.join(topo.tmpdir, "n1-ca")
+    wl = os.path.join(topo.tmpdir, "wl-ok")
+    subprocess.run([str(bins / "ambit-certs"), "issue-workload", "--dir", ca, "--namespace",
+                    "default", "--service-account", "alpha", "--out", wl], check=True,
+                   capture_output=True)
+    n1.run(["openssl", "s_client", "-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "http/1.1",
+            "-cert", wl + "/cert.pem", "-key", wl + "/key.pem", "-cert_chain", wl + "/chain.pem"],
+           check=False, input="", timeout=10)
+    n1.run(["openssl", "s_client", "-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "h2"],
+           check=False, input="", timeout=10)
+    # control: the same SVID with h2 is accepted (OpenSSL as the client)
+    r = n1.run(["openssl", "s_client", "-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "h2",
+                "-cert", wl + "/cert.pem", "-key", wl + "/key.pem", "-cert_chain",
+                wl + "/chain.pem"], check=False, input="", timeout=10)
+    assert "ALPN protocol: h2" in r.stdout, r.stdout[-1500:]
     time.sleep(0.5)
     m1 = proxy.mesh()
+    assert _server_fail(m1, "alpn") - _server_fail(m0, "alpn") == 1
+    assert _server_fail(m1, "no_peer_cert") - _server_fail(m0, "no_peer_cert") == 1
     assert _server_fail(m1, "not_tls") - _server_fail(m0, "not_tls") == 1
     assert _server_fail(m1, "protocol_version") - _server_fail(m0, "protocol_version") == 1
     assert _server_fail(m1, "unknown_ca") - _server_fail(m0, "unknown_ca") == 1
+    assert delta(m1, m0, "handshakes", "server") == 1
     # the mesh path still works afterwards
     r = a.run(["curl", "-sS", "--max-time", "5", f"http://{b.ip}:8080/"])
     assert r.stdout == "b\n"
