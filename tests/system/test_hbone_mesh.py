@@ -325,6 +325,45 @@ def test_bad_mesh_config_refused(topo, bins, tmp_path):
     assert r.returncode == 2 and "bad.ini:2" in r.stderr
 
 
+def _expired_svid(ca_dir, out):
+    """spiffe://cluster.local/ns/default/sa/alpha, signed by the node
+    intermediate in ca_dir, valid from 2 days ago to 1 day ago."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    with open(os.path.join(ca_dir, "node-cert.pem"), "rb") as f:
+        node_pem = f.read()
+    node = x509.load_pem_x509_certificate(node_pem)
+    with open(os.path.join(ca_dir, "node-key.pem"), "rb") as f:
+        node_key = serialization.load_pem_private_key(f.read(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ambit")]))
+            .issuer_name(node.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=2))
+            .not_valid_after(now - datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier("spiffe://cluster.local/ns/default/sa/alpha")]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(node_key, hashes.SHA256()))
+    os.makedirs(out)
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    with open(out + "/cert.pem", "wb") as f:
+        f.write(pem)
+    with open(out + "/chain.pem", "wb") as f:
+        f.write(pem + node_pem)
+    with open(out + "/key.pem", "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return out
+
+
 def _server_fail(m, reason):
     return m["handshake_failures"]["server"][reason]
 
@@ -366,6 +405,11 @@ def test_refused_handshakes_counted(hmesh, topo, bins):
            check=False, input="", timeout=10)
     n1.run(["openssl", "s_client", "-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "h2"],
            check=False, input="", timeout=10)
+    # an SVID from the right CA that expired yesterday
+    exp = _expired_svid(ca, os.path.join(topo.tmpdir, "expired"))
+    n1.run(["openssl", "s_client", "-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "h2",
+            "-cert", exp + "/cert.pem", "-key", exp + "/key.pem", "-cert_chain",
+            exp + "/chain.pem"], check=False, input="", timeout=10)
     # control: the same SVID with h2 is accepted (OpenSSL as the client)
     r = n1.run(["openssl", "s_client", "-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "h2",
                 "-cert", wl + "/cert.pem", "-key", wl + "/key.pem", "-cert_chain",
@@ -374,6 +418,7 @@ def test_refused_handshakes_counted(hmesh, topo, bins):
     time.sleep(0.5)
     m1 = proxy.mesh()
     assert _server_fail(m1, "alpn") - _server_fail(m0, "alpn") == 1
+    assert _server_fail(m1, "expired") - _server_fail(m0, "expired") == 1
     assert _server_fail(m1, "no_peer_cert") - _server_fail(m0, "no_peer_cert") == 1
     assert _server_fail(m1, "not_tls") - _server_fail(m0, "not_tls") == 1
     assert _server_fail(m1, "protocol_version") - _server_fail(m0, "protocol_version") == 1
