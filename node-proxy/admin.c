@@ -20,6 +20,7 @@
 #include "node-proxy/log.h"
 #include "node-proxy/mesh.h"
 #include "node-proxy/pod.h"
+#include "node-proxy/telemetry.h"
 #include "node-proxy/worker.h"
 
 #define REQ_MAX         4096
@@ -29,6 +30,7 @@
 struct admin {
 	struct admin_src src;
 	int admin_fd, ready_fd, wake_fd;
+	int metrics_fd; /* 0.0.0.0:<metrics_port>, GET /metrics; -1 when off */
 	pthread_t thread;
 };
 
@@ -223,6 +225,10 @@ static void serve(struct admin *a, int fd, int admin_port)
 		respond_json(fd, get_connections(a));
 	} else if (strcmp(path, "/stats") == 0) {
 		respond_json(fd, get_stats(a));
+	} else if (strcmp(path, "/logging") == 0) {
+		char msg[256];
+		int code = telemetry_logging(q ? q + 1 : "", msg, sizeof(msg));
+		respond(fd, code, "text/plain", msg);
 	} else {
 		respond(fd, 404, "text/plain", "not found\n");
 	}
@@ -233,25 +239,29 @@ static void *admin_main(void *arg)
 	struct admin *a = arg;
 
 	for (;;) {
-		struct pollfd p[3] = {
+		struct pollfd p[4] = {
 			{ .fd = a->wake_fd, .events = POLLIN },
 			{ .fd = a->admin_fd, .events = POLLIN },
 			{ .fd = a->ready_fd, .events = POLLIN },
+			{ .fd = a->metrics_fd, .events = POLLIN },
 		};
-		if (poll(p, 3, -1) < 0) {
+		if (poll(p, 4, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
 		}
 		if (p[0].revents)
 			break;
-		for (int i = 1; i < 3; i++) {
+		for (int i = 1; i < 4; i++) {
 			if (!(p[i].revents & POLLIN))
 				continue;
 			int fd = accept4(p[i].fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 			if (fd < 0)
 				continue;
-			serve(a, fd, i == 1);
+			if (i == 3)
+				telemetry_serve_metrics(fd);
+			else
+				serve(a, fd, i == 1);
 			close(fd);
 		}
 	}
@@ -266,7 +276,7 @@ int admin_start(const struct np_config *cfg, const struct admin_src *src, struct
 	if (!a)
 		return -ENOMEM;
 	a->src = *src;
-	a->admin_fd = a->ready_fd = a->wake_fd = -1;
+	a->admin_fd = a->ready_fd = a->wake_fd = a->metrics_fd = -1;
 	a->admin_fd = listen_on("127.0.0.1", cfg->port_admin);
 	if (a->admin_fd < 0) {
 		rc = a->admin_fd;
@@ -278,6 +288,15 @@ int admin_start(const struct np_config *cfg, const struct admin_src *src, struct
 		rc = a->ready_fd;
 		log_err("event=admin_listen_failed port=%u err=%s", cfg->port_ready, strerror(-rc));
 		goto fail;
+	}
+	if (cfg->metrics_port) {
+		a->metrics_fd = listen_on("0.0.0.0", (uint16_t)cfg->metrics_port);
+		if (a->metrics_fd < 0) {
+			rc = a->metrics_fd;
+			log_err("event=admin_listen_failed port=%u err=%s", cfg->metrics_port,
+			        strerror(-rc));
+			goto fail;
+		}
 	}
 	a->wake_fd = eventfd(0, EFD_CLOEXEC);
 	if (a->wake_fd < 0) {
@@ -296,6 +315,8 @@ fail:
 		close(a->ready_fd);
 	if (a->wake_fd >= 0)
 		close(a->wake_fd);
+	if (a->metrics_fd >= 0)
+		close(a->metrics_fd);
 	free(a);
 	return rc;
 }
@@ -313,5 +334,7 @@ void admin_stop(struct admin *a)
 	close(a->admin_fd);
 	close(a->ready_fd);
 	close(a->wake_fd);
+	if (a->metrics_fd >= 0)
+		close(a->metrics_fd);
 	free(a);
 }

@@ -34,6 +34,9 @@ void config_defaults(struct np_config *c)
 	c->connect_ms = 5000;
 	c->idle_ms = 3600 * 1000;
 	c->drain_ms = 30 * 1000;
+	c->metrics_port = 15020;
+	c->max_series = 4096;
+	c->access_log_sample = 1;
 	c->proxy_mark = 0x539;
 	c->transparent_mark = 0x111;
 	snprintf(c->control_socket, sizeof(c->control_socket), "%s", "/run/ambit/node-proxy.sock");
@@ -135,6 +138,10 @@ static const struct key keys[] = {
 	{ "timeouts", "connect", K_DUR, F(connect_ms), 1, 0 },
 	{ "timeouts", "idle", K_DUR, F(idle_ms), 0, 0 },
 	{ "timeouts", "drain", K_DUR, F(drain_ms), 0, 0 },
+	{ "telemetry", "metrics_port", K_UINT, F(metrics_port), 0, 65535 },
+	{ "telemetry", "max_series", K_UINT, F(max_series), 16, 1 << 20 },
+	{ "telemetry", "access_log", K_PATH, F(access_log), 0, 0 },
+	{ "telemetry", "access_log_sample", K_UINT, F(access_log_sample), 0, 1000000 },
 	{ "marks", "proxy", K_MARK, F(proxy_mark), 0, 0 },
 	{ "marks", "transparent", K_MARK, F(transparent_mark), 0, 0 },
 	{ "paths", "control_socket", K_PATH, F(control_socket), 0, 0 },

@@ -38,6 +38,11 @@ struct np_config {
 	unsigned connect_ms;
 	unsigned idle_ms; /* 0 = never */
 	unsigned drain_ms;
+	/* [telemetry] (telemetry.c: metrics on :metrics_port, access log) */
+	unsigned metrics_port;      /* 15020, 0.0.0.0; 0 = no metrics listener */
+	unsigned max_series;        /* Istio label sets kept (then one overflow series) */
+	char access_log[256];       /* JSON lines file; "" = stderr, starting off */
+	unsigned access_log_sample; /* keep 1 in N connections; 0 = start off */
 	/* [marks] */
 	uint32_t proxy_mark;       /* SO_MARK on every proxy socket: 0x539 */
 	uint32_t transparent_mark; /* SO_MARK with preserve_source: 0x111 */

@@ -15,6 +15,7 @@
 #include "node-proxy/log.h"
 #include "node-proxy/mesh.h"
 #include "node-proxy/pod.h"
+#include "node-proxy/telemetry.h"
 #include "node-proxy/worker-t.h"
 
 /* ---- pool ---------------------------------------------------------------- */
@@ -174,6 +175,7 @@ static void dir_drop_all(struct worker *w, struct dir *d)
 
 static void conn_release(struct worker *w, struct conn *c)
 {
+	telemetry_conn_close(w, c); /* counters and access log, while pods are held */
 	for (int s = 0; s < 2; s++) {
 		dir_drop_all(w, &c->dir[s]);
 		if (c->ep[s].fd >= 0) {
@@ -326,6 +328,7 @@ static void on_recv(struct worker *w, struct conn *c, unsigned s, const struct i
 	} else if (res == -ECANCELED) {
 		/* our backpressure cancel: re-armed by conn_step when drained */
 	} else if (res < 0) {
+		telemetry_conn_flag(w, c, s ? RF_UC : RF_DC, res);
 		conn_abort(w, c, 1);
 	}
 }
@@ -338,9 +341,11 @@ static void on_send(struct worker *w, struct conn *c, unsigned s, int res)
 	if (c->state != CS_OPEN)
 		return;
 	if (res < 0) {
+		telemetry_conn_flag(w, c, s ? RF_DC : RF_UC, res);
 		conn_abort(w, c, 1);
 		return;
 	}
+	telemetry_conn_bytes(w, c, s, (uint64_t)res);
 	d->off += (uint32_t)res;
 	if (d->off >= w->buf_len[d->head])
 		dir_pop(w, d);
@@ -357,6 +362,7 @@ static void on_connect(struct worker *w, struct conn *c, int res)
 		else
 			STAT_ADD(w, connect_errors, 1);
 		log_debug("event=connect_failed conn=%u err=%d", c->idx, -res);
+		telemetry_conn_flag(w, c, RF_UF, res == -ECANCELED ? ETIMEDOUT : res);
 		conn_abort(w, c, 1);
 		return;
 	}
@@ -560,6 +566,7 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 
 	dlen = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 	memcpy(&c->dst, &dst, dlen);
+	telemetry_conn_open(w, c); /* pods and original destination known: Istio labels */
 
 	/* The kernel reads the address at submission; c->dst outlives that. */
 	sqe = conn_sqe(w, c, OP_CONNECT, 1);

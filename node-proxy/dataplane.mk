@@ -11,6 +11,8 @@ $(O)/bin/ambit-node-proxy: $(call objs,node-proxy/main.c $(DATAPLANE_SRCS) $(CON
 		$(MESH_SRCS) $(HBONE_SRCS) $(AUTHZ_SRCS) $(POLICY_SRCS)) $(O)/lib/libambit-certs.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(DATAPLANE_LDLIBS) $(MESH_LDLIBS)
+# metrics, access log and their glue (telemetry.mk, obs.mk)
+$(O)/bin/ambit-node-proxy: $(call objs,$(TELEMETRY_SRCS) $(OBS_SRCS))
 
 UNIT_TESTS += $(O)/tests/test_config $(O)/tests/test_np_conn
 $(O)/tests/test_config: $(call objs,tests/unit/test_config.c node-proxy/config.c node-proxy/log.c)

@@ -33,6 +33,7 @@
 #include "node-proxy/mesh.h"
 #include "node-proxy/pod.h"
 #include "node-proxy/registry.h"
+#include "node-proxy/telemetry.h"
 #include "node-proxy/worker.h"
 
 struct daemon {
@@ -297,6 +298,9 @@ static int run(int argc, char **argv)
 		n = 1;
 	if (n > POD_MAX_WORKERS)
 		n = POD_MAX_WORKERS;
+	rc = telemetry_init(&d.cfg, (unsigned)n); /* metrics and access log, before workers */
+	if (rc)
+		goto out;
 	for (int i = 0; i < n; i++) {
 		rc = worker_create((unsigned)i, &d.cfg, d.node_netns_fd, &d.workers[i]);
 		if (!rc) {
@@ -317,6 +321,7 @@ static int run(int argc, char **argv)
 		goto out;
 	for (unsigned i = 0; i < d.n_workers; i++)
 		worker_set_inpod(d.workers[i], d.inpod);
+	telemetry_attach(d.workers, d.n_workers, d.inpod);
 	mkdir_parent(d.cfg.state_file);
 	rc = registry_open(d.cfg.state_file, &d.reg);
 	if (rc) {
@@ -352,13 +357,14 @@ static int run(int argc, char **argv)
 
 	while (sigwait(&sigs, &sig) != 0 || (sig != SIGTERM && sig != SIGINT))
 		if (sig == SIGHUP)
-			mesh_renew_now(), authz_reload();
+			mesh_renew_now(), authz_reload(), telemetry_reopen();
 	log_info("event=shutdown signal=%d drain_ms=%u", sig, d.cfg.drain_ms);
 	__atomic_store_n(&d.ready, 0, __ATOMIC_RELEASE);
 	rc = 0;
 out:
 	/* Order: no new requests, no new connections, drain, then the rest. */
 	control_stop(d.ctl);
+	telemetry_attach(NULL, 0, NULL); /* scrapes stop reading the workers */
 	for (unsigned i = 0; i < d.n_workers; i++)
 		worker_stop(d.workers[i], d.cfg.drain_ms);
 	for (unsigned i = 0; i < d.n_workers; i++)
@@ -367,6 +373,7 @@ out:
 	inpod_stop(d.inpod);
 	mesh_fini();
 	authz_fini();
+	telemetry_fini(); /* after the workers: writes the last access log lines */
 	if (d.reg)
 		registry_close(d.reg);
 	if (d.node_netns_fd >= 0)

@@ -1163,7 +1163,8 @@ static void render_family(struct pt_buf *b, struct family *f)
 		if (e.err) {
 			b->err = e.err;
 		} else {
-			qsort(e.s, e.n, sizeof(*e.s), sample_cmp);
+			if (e.n) /* a collector may emit nothing: qsort(NULL, 0) is UB */
+				qsort(e.s, e.n, sizeof(*e.s), sample_cmp);
 			for (i = 0; i < e.n; i++) {
 				/* One sample per label set: drop repeats. */
 				if (i && !strcmp(e.s[i].labels, e.s[i - 1].labels))

@@ -11,4 +11,5 @@
 -include node-proxy/obs.mk
 -include node-proxy/mesh.mk
 -include node-proxy/authz.mk
+-include node-proxy/telemetry.mk
 -include node-proxy/dataplane.mk

@@ -71,6 +71,31 @@ int authz_plaintext(struct worker *w, struct pod *dst, int cfd, uint16_t dst_por
 	(void)dst_port;
 	return 0;
 }
+/* telemetry.c's hooks (metrics and access log are not under test here) */
+void telemetry_conn_open(struct worker *w, struct conn *c)
+{
+	(void)w;
+	(void)c;
+}
+void telemetry_conn_bytes(struct worker *w, struct conn *c, unsigned s, uint64_t n)
+{
+	(void)w;
+	(void)c;
+	(void)s;
+	(void)n;
+}
+void telemetry_conn_flag(struct worker *w, struct conn *c, uint32_t rflags, int err)
+{
+	(void)w;
+	(void)c;
+	(void)rflags;
+	(void)err;
+}
+void telemetry_conn_close(struct worker *w, struct conn *c)
+{
+	(void)w;
+	(void)c;
+}
 
 #include "node-proxy/conn.c"
 
