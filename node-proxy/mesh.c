@@ -105,6 +105,7 @@ struct mstream {
 	struct mtun *t; /* NULL once the HTTP/2 stream is closed */
 	int32_t sid;
 	uint8_t state, server, refused, detached;
+	uint64_t last_ms; /* last byte either way: [timeouts] idle */
 	/* plain socket -> tunnel */
 	uint8_t recv_armed, ueof, shut_sent, blocked;
 	uint32_t ulen, uoff;
@@ -131,7 +132,8 @@ struct mesh_worker {
 	 * spare saves an mmap/munmap and the page faults per connection. */
 	uint8_t *rings[RING_CACHE];
 	unsigned n_rings;
-	unsigned draining; /* objects with a drain deadline (the tick scans then) */
+	unsigned draining;     /* objects with a drain deadline (the tick scans then) */
+	uint64_t idle_scan_ms; /* last scan for idle streams */
 };
 
 static uint8_t *ring_get(struct mesh_worker *mw)
@@ -529,6 +531,8 @@ static int on_stream_request(struct hbone_conn *c, void *arg, int32_t sid,
 	memcpy(&s->dst, &req->dst, req->dst_len);
 	s->dst_len = req->dst_len;
 	MSTAT(mw, streams_active, 1);
+	s->last_ms = mw->w->now_ms;
+	__atomic_fetch_add(&s->h.pod->conns, 1, __ATOMIC_RELAXED); /* /workloads */
 	hbone_stream_set_user(c, sid, s);
 	fd = proxy_socket(mw, t->h.pod, req->dst.ss_family);
 	if (fd < 0) {
@@ -587,6 +591,7 @@ static void on_stream_data(struct hbone_conn *c, void *arg, int32_t sid, void *s
 	memcpy(s->ring + tail, data, first);
 	memcpy(s->ring, data + first, len - first);
 	s->rlen += (uint32_t)len;
+	s->last_ms = cur_mw->w->now_ms;
 	MSTAT(cur_mw, bytes_out_of_tunnel, len);
 	dirty(cur_mw, &s->h);
 }
@@ -857,6 +862,7 @@ closing:
 	if (s->h.closing && s->h.inflight == 0 && s->detached && !s->h.dirty) {
 		ring_put(mw, s->ring);
 		MSTAT(mw, streams_active, -1);
+		__atomic_fetch_sub(&s->h.pod->conns, 1, __ATOMIC_RELAXED);
 		obj_free(mw, &s->h);
 	}
 }
@@ -890,6 +896,7 @@ static void stream_cqe(struct mesh_worker *mw, struct mstream *s, int sub, int r
 		s->recv_armed = 0;
 		if (s->h.closing)
 			break;
+		s->last_ms = mw->w->now_ms;
 		if (res > 0) {
 			s->ulen = (uint32_t)res;
 			s->uoff = 0;
@@ -907,6 +914,7 @@ static void stream_cqe(struct mesh_worker *mw, struct mstream *s, int sub, int r
 			stream_abort(mw, s);
 			break;
 		}
+		s->last_ms = mw->w->now_ms;
 		s->rhead = (s->rhead + (uint32_t)res) % s->rcap;
 		s->rlen -= (uint32_t)res;
 		if (t) {
@@ -1085,6 +1093,8 @@ int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct socka
 	if (!s)
 		goto fail_t;
 	MSTAT(mw, streams_active, 1);
+	s->last_ms = mw->w->now_ms;
+	__atomic_fetch_add(&s->h.pod->conns, 1, __ATOMIC_RELAXED); /* /workloads */
 	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	s->h.fd = cfd;
 	s->state = SS_WAIT_RESP;
@@ -1138,6 +1148,23 @@ static void expire_cb(void *arg, struct hbone_conn *c, void *user)
 
 static void drain_deadlines(struct mesh_worker *mw);
 
+/* [timeouts] idle for tunnelled connections, as conn.c does for plain ones
+ * (scanned once a second: the deadline is coarse anyway). */
+static void close_idle(struct mesh_worker *mw, uint64_t now, unsigned idle_ms)
+{
+	for (uint32_t i = 0; i < mw->hwm; i++) {
+		struct mobj *o = mw->tab[i];
+		struct mstream *s = (struct mstream *)o;
+		if (!o || o->closing || o->type != MT_STREAM || s->state != SS_OPEN)
+			continue;
+		if (now - s->last_ms >= idle_ms) {
+			STAT_ADD(mw->w, idle_timeouts, 1);
+			stream_abort(mw, s);
+		}
+	}
+	run_dirty(mw);
+}
+
 void mesh_tick(struct worker *w)
 {
 	struct mesh_worker *mw = w->mesh;
@@ -1149,6 +1176,10 @@ void mesh_tick(struct worker *w)
 	run_dirty(mw);
 	if (mw->draining)
 		drain_deadlines(mw);
+	if (w->cfg.idle_ms && w->now_ms - mw->idle_scan_ms >= 1000) {
+		mw->idle_scan_ms = w->now_ms;
+		close_idle(mw, w->now_ms, w->cfg.idle_ms);
+	}
 	/* gauges for /stats, refreshed per tick: the pool walk is not free
 	 * (1% of a bulk transfer's CPU when done per completion) */
 	__atomic_store_n(&mw->st->pool_conns, hbone_pool_conns(mw->pool), __ATOMIC_RELAXED);

@@ -518,3 +518,35 @@ def test_wrong_server_identity_refused(topo, bins):
     log = topo.log(proxy.proc)
     assert "event=hbone_handshake_failed role=client pod=uid-a" in log and \
         "reason=wrong_identity" in log, log[-2000:]
+
+
+def test_idle_timeout_and_workload_counts(topo, bins):
+    """[timeouts] idle applies to tunnelled connections too; /workloads
+    counts them on both pods while open."""
+    import socket
+    n1 = topo.add_node("n1")
+    a = topo.add_pod(n1, "a")
+    b = topo.add_pod(n1, "b")
+    ca = make_ca(topo, bins)
+    proxy = MeshProxy(topo, bins, n1, extra=["--config", write_conf(topo, ca),
+                                              "--idle-timeout", "2s"])
+    for p, sa in ((a, "alpha"), (b, "beta")):
+        n1.run([str(bins / "ambit-redirect"), "install", "--netns", p.path])
+        proxy.add_sa(p, sa)
+    b.popen([PYTHON, "-c", _MANY_ECHO_SERVER, "7300"])
+    wait_port(b, 7300, host=b.ip)
+    s = a.exec(socket.create_connection, (b.ip, 7300), 5)
+    s.settimeout(8)
+    s.sendall(b"hi")
+    assert s.recv(16) == b"hi"
+    conns = {w["uid"]: w["connections"] for w in proxy.json("/workloads")}
+    assert conns["uid-a"] >= 1 and conns["uid-b"] >= 1, conns
+    t0 = time.monotonic()
+    try:
+        got = s.recv(16)
+    except ConnectionResetError:
+        got = None
+    assert got in (None, b"")
+    assert 1.5 < time.monotonic() - t0 < 5
+    assert proxy.stats()["idle_timeouts"] >= 1
+    proxy.stop_clean()
