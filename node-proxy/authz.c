@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "node-proxy/authz.h"
@@ -25,8 +26,22 @@
 
 #define N_REASONS (POLICY_DENY_PLAINTEXT + 1)
 
+#define REG_MAX 4096 /* workloads known as service endpoints */
+
+/* A balanced connection's claim, by conn slot index (per worker). */
+struct svc_slot {
+	struct svc_ticket t;
+	struct svc_endpoint *ep;
+	uint16_t gen;
+	uint8_t used;
+};
+
 /* One per worker (indexed by worker id), written by that worker only. */
 struct authz_w {
+	struct service_set *ss; /* reference, taken at generation @ss_gen */
+	uint64_t ss_gen;
+	struct svc_slot *slots; /* max_conns, allocated on first use */
+	uint64_t svc_routed, svc_refused, svc_no_endpoint, svc_connect_failed;
 	struct policy_set *ps; /* reference, taken at generation @gen */
 	uint64_t gen;
 	uint64_t judged_gen;           /* open conns were last judged at this generation */
@@ -42,7 +57,11 @@ static struct {
 	int efd;               /* wakes the watch thread: stop or reload */
 	int stop, want_reload; /* atomics */
 	struct authz_w w[POD_MAX_WORKERS];
-} g = { .efd = -1 };
+	/* service endpoints: copies of the enrolled workloads */
+	pthread_mutex_t reg_mu;
+	struct workload *reg[REG_MAX];
+	size_t n_reg;
+} g = { .efd = -1, .reg_mu = PTHREAD_MUTEX_INITIALIZER };
 
 #define CNT_ADD(f, n) __atomic_store_n(&(f), (f) + (n), __ATOMIC_RELAXED)
 
@@ -189,7 +208,16 @@ void authz_fini(void)
 	for (unsigned i = 0; i < POD_MAX_WORKERS; i++) {
 		policy_set_put(g.w[i].ps);
 		g.w[i].ps = NULL;
+		services_set_put(g.w[i].ss);
+		g.w[i].ss = NULL;
+		free(g.w[i].slots);
+		g.w[i].slots = NULL;
 	}
+	pthread_mutex_lock(&g.reg_mu);
+	for (size_t i = 0; i < g.n_reg; i++)
+		free(g.reg[i]);
+	g.n_reg = 0;
+	pthread_mutex_unlock(&g.reg_mu);
 	g.enabled = 0;
 	confwatch_close(g.cw);
 	g.cw = NULL;
@@ -353,11 +381,208 @@ void authz_tick(struct worker *w)
 	mesh_reauthorize(w); /* and the HBONE streams this worker serves */
 }
 
+/* ---- services ---------------------------------------------------------------- */
+
+int authz_pod_add(const struct workload *w)
+{
+	struct workload *copy;
+	int rc = 0;
+
+	if (!g.cw)
+		return 0;
+	copy = malloc(sizeof(*copy));
+	if (!copy)
+		return -ENOMEM;
+	*copy = *w;
+	pthread_mutex_lock(&g.reg_mu);
+	for (size_t i = 0; i < g.n_reg; i++)
+		if (strcmp(g.reg[i]->uid, w->uid) == 0) {
+			free(g.reg[i]); /* re-add: fresh metadata */
+			g.reg[i] = copy;
+			goto out;
+		}
+	if (g.n_reg < REG_MAX)
+		g.reg[g.n_reg++] = copy;
+	else
+		rc = -ENOSPC, free(copy);
+out:
+	pthread_mutex_unlock(&g.reg_mu);
+	if (rc)
+		log_warn("event=authz_endpoint_table_full uid=%s", w->uid);
+	return rc;
+}
+
+void authz_pod_del(const char *uid)
+{
+	if (!g.cw)
+		return;
+	pthread_mutex_lock(&g.reg_mu);
+	for (size_t i = 0; i < g.n_reg; i++)
+		if (strcmp(g.reg[i]->uid, uid) == 0) {
+			free(g.reg[i]);
+			g.reg[i] = g.reg[--g.n_reg];
+			break;
+		}
+	pthread_mutex_unlock(&g.reg_mu);
+}
+
+static struct service_set *cur_services(struct authz_w *a)
+{
+	uint64_t gen = confwatch_generation(g.cw);
+
+	if (gen != a->ss_gen) {
+		services_set_put(a->ss);
+		a->ss = confwatch_services(g.cw);
+		a->ss_gen = gen;
+	}
+	return a->ss;
+}
+
+static struct svc_slot *slot_of(struct worker *w, struct conn *c)
+{
+	struct authz_w *a = aw_of(w);
+	struct svc_slot *s;
+
+	if (!a->slots || c->idx >= w->cfg.max_conns)
+		return NULL;
+	s = &a->slots[c->idx];
+	return s->used && s->gen == c->gen ? s : NULL;
+}
+
+int authz_service(struct worker *w, struct conn *c, struct sockaddr_storage *dst)
+{
+	struct authz_w *a;
+	struct service_set *ss;
+	const struct service *svc;
+	struct svc_ticket t;
+	struct svc_pick pick;
+	struct wl_ip vip = { .family = dst->ss_family };
+	uint16_t port, target;
+	int rc;
+
+	if (!g.cw)
+		return 0;
+	a = aw_of(w);
+	ss = cur_services(a);
+	if (!ss)
+		return 0;
+	if (dst->ss_family == AF_INET) {
+		vip.v4 = ((struct sockaddr_in *)dst)->sin_addr;
+		port = ntohs(((struct sockaddr_in *)dst)->sin_port);
+	} else {
+		vip.v6 = ((struct sockaddr_in6 *)dst)->sin6_addr;
+		port = ntohs(((struct sockaddr_in6 *)dst)->sin6_port);
+	}
+	svc = services_lookup(ss, &vip, port, &target);
+	if (!svc)
+		return 0;
+	if (!a->slots) {
+		a->slots = calloc(w->cfg.max_conns, sizeof(*a->slots));
+		if (!a->slots)
+			return -ENOMEM;
+	}
+	if (services_acquire(svc, &t)) {
+		CNT_ADD(a->svc_refused, 1);
+		log_info("event=service_refused service=%s reason=%s", svc->id,
+		         services_refusal_str(t.refused));
+		return -EBUSY;
+	}
+	pthread_mutex_lock(&g.reg_mu);
+	rc = services_pick(svc, (const struct workload *const *)g.reg, g.n_reg, NULL, w->now_ms,
+	                   &pick);
+	if (rc == 0) {
+		/* the endpoint's address of the VIP's family */
+		rc = -EHOSTUNREACH;
+		for (unsigned i = 0; i < pick.wl->n_ips; i++) {
+			const struct wl_ip *ip = &pick.wl->ips[i];
+			if (ip->family != dst->ss_family)
+				continue;
+			if (ip->family == AF_INET) {
+				((struct sockaddr_in *)dst)->sin_addr = ip->v4;
+				((struct sockaddr_in *)dst)->sin_port = htons(target);
+			} else {
+				((struct sockaddr_in6 *)dst)->sin6_addr = ip->v6;
+				((struct sockaddr_in6 *)dst)->sin6_port = htons(target);
+			}
+			rc = 0;
+			break;
+		}
+		if (rc)
+			services_done(pick.ep);
+	}
+	pthread_mutex_unlock(&g.reg_mu);
+	if (rc) {
+		services_release(&t);
+		CNT_ADD(a->svc_no_endpoint, 1);
+		log_info("event=service_no_endpoint service=%s", svc->id);
+		return -EHOSTUNREACH;
+	}
+	a->slots[c->idx] = (struct svc_slot){ .t = t, .ep = pick.ep, .gen = c->gen, .used = 1 };
+	CNT_ADD(a->svc_routed, 1);
+	return 0;
+}
+
+void authz_service_connected(struct worker *w, struct conn *c, int ok)
+{
+	struct svc_slot *s = g.cw ? slot_of(w, c) : NULL;
+
+	if (!s)
+		return;
+	services_report(s->ep, ok, w->now_ms);
+	if (ok)
+		services_connected(&s->t);
+	else
+		CNT_ADD(aw_of(w)->svc_connect_failed, 1);
+}
+
+void authz_conn_closed(struct worker *w, struct conn *c)
+{
+	struct svc_slot *s = g.cw ? slot_of(w, c) : NULL;
+
+	if (!s)
+		return;
+	services_done(s->ep);
+	services_release(&s->t);
+	s->used = 0;
+}
+
 /* ---- admin ------------------------------------------------------------------ */
+
+/* Balancing counters and, per service, its circuit-breaker state. */
+static json_t *services_json(const uint64_t sv[4])
+{
+	json_t *o = json_object(), *per = json_object();
+	struct service_set *ss = confwatch_services(g.cw);
+	struct timespec ts;
+	uint64_t now;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* the workers' clock */
+	now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	json_object_set_new(o, "routed", json_integer((json_int_t)sv[0]));
+	json_object_set_new(o, "refused", json_integer((json_int_t)sv[1]));
+	json_object_set_new(o, "no_endpoint", json_integer((json_int_t)sv[2]));
+	json_object_set_new(o, "connect_failed", json_integer((json_int_t)sv[3]));
+	for (unsigned i = 0; i < services_count(ss); i++) {
+		const struct service *svc = services_at(ss, i);
+		struct svc_stats st;
+		services_stats(svc, now, &st);
+		json_object_set_new(
+		    per, svc->id,
+		    json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:i, s:i}", "active_connections",
+		              (int)st.active_connections, "pending", (int)st.pending,
+		              "refused_connections", (json_int_t)st.refused_connections,
+		              "refused_pending", (json_int_t)st.refused_pending, "no_endpoint",
+		              (json_int_t)st.no_endpoint, "ejections", (json_int_t)st.ejections,
+		              "endpoints", (int)st.endpoints, "ejected_now", (int)st.ejected_now));
+	}
+	services_set_put(ss);
+	json_object_set_new(o, "by_service", per);
+	return o;
+}
 
 json_t *authz_stats_json(void)
 {
-	uint64_t r[N_REASONS] = { 0 }, ha = 0, hd = 0, rv = 0;
+	uint64_t r[N_REASONS] = { 0 }, ha = 0, hd = 0, rv = 0, sv[4] = { 0 };
 	struct confwatch_stats st;
 	json_t *o = json_object(), *by = json_object();
 	struct policy_set *ps;
@@ -373,6 +598,10 @@ json_t *authz_stats_json(void)
 		ha += __atomic_load_n(&g.w[i].hbone_allowed, __ATOMIC_RELAXED);
 		hd += __atomic_load_n(&g.w[i].hbone_denied, __ATOMIC_RELAXED);
 		rv += __atomic_load_n(&g.w[i].revoked, __ATOMIC_RELAXED);
+		sv[0] += __atomic_load_n(&g.w[i].svc_routed, __ATOMIC_RELAXED);
+		sv[1] += __atomic_load_n(&g.w[i].svc_refused, __ATOMIC_RELAXED);
+		sv[2] += __atomic_load_n(&g.w[i].svc_no_endpoint, __ATOMIC_RELAXED);
+		sv[3] += __atomic_load_n(&g.w[i].svc_connect_failed, __ATOMIC_RELAXED);
 	}
 	for (unsigned k = 0; k < N_REASONS; k++)
 		json_object_set_new(by, policy_reason_str((enum policy_reason)k),
@@ -401,5 +630,6 @@ json_t *authz_stats_json(void)
 	json_object_set_new(o, "services_reloads_failed",
 	                    json_integer((json_int_t)st.services_reloads_failed));
 	json_object_set_new(o, "last_error", json_string(st.last_error));
+	json_object_set_new(o, "services", services_json(sv));
 	return o;
 }

@@ -66,6 +66,24 @@ int authz_hbone_recheck(struct worker *w, struct pod *dst, const char *principal
  * worker's open plaintext connections and reset those now denied. */
 void authz_tick(struct worker *w);
 
+/*
+ * Services (services.d): endpoints are the workloads enrolled on this node
+ * (authz_pod_add/del from the control plane).  An outbound connection @c to
+ * a service VIP:port gets a circuit-breaker claim and an endpoint: *@dst is
+ * rewritten to the endpoint's address and target port.  0 (a VIP or not),
+ * -EBUSY (circuit breaker) or -EHOSTUNREACH (no endpoint): reset the client.
+ * authz_service_connected() reports the connect outcome (outlier
+ * ejection), authz_conn_closed() releases the claim; both are no-ops for
+ * a connection that was not balanced.
+ */
+struct conn;
+struct sockaddr_storage;
+int authz_pod_add(const struct workload *w);
+void authz_pod_del(const char *uid);
+int authz_service(struct worker *w, struct conn *c, struct sockaddr_storage *dst);
+void authz_service_connected(struct worker *w, struct conn *c, int ok);
+void authz_conn_closed(struct worker *w, struct conn *c);
+
 /* The "authz" object of the admin /stats (new reference). */
 json_t *authz_stats_json(void);
 

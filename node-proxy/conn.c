@@ -208,6 +208,7 @@ static void conn_release(struct worker *w, struct conn *c)
 		pod_put(c->upod);
 		c->upod = NULL;
 	}
+	authz_conn_closed(w, c); /* a balanced connection's claim (services) */
 	STAT_ADD(w, active, -1);
 	STAT_ADD(w, closed, 1);
 	conn_pool_put(&w->pool, c);
@@ -363,9 +364,11 @@ static void on_connect(struct worker *w, struct conn *c, int res)
 			STAT_ADD(w, connect_errors, 1);
 		log_debug("event=connect_failed conn=%u err=%d", c->idx, -res);
 		telemetry_conn_flag(w, c, RF_UF, res == -ECANCELED ? ETIMEDOUT : res);
+		authz_service_connected(w, c, 0);
 		conn_abort(w, c, 1);
 		return;
 	}
+	authz_service_connected(w, c, 1);
 	c->state = CS_OPEN;
 	c->last_ms = w->now_ms;
 }
@@ -515,6 +518,12 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 		close_rst(cfd);
 		return;
 	}
+	/* a service VIP: balanced to an endpoint, dst rewritten (authz.c) */
+	if (kind == LK_OUTBOUND && authz_service(w, c, &dst)) {
+		conn_pool_put(&w->pool, c);
+		close_rst(cfd);
+		return;
+	}
 	/* Same-node shortcut: an outbound connection to a pod enrolled here is
 	 * connected from inside that pod's netns, exactly as its own inbound
 	 * listener would, instead of crossing the bridge to be captured again
@@ -530,6 +539,7 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 	if (upod && authz_plaintext(w, upod, cfd, ss_port(&dst))) {
 		/* the shortcut skips upod's 15006: its inbound policy runs here */
 		pod_put(upod);
+		authz_conn_closed(w, c);
 		conn_pool_put(&w->pool, c);
 		close_rst(cfd);
 		return;
@@ -541,6 +551,7 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 			pod_put(upod);
 		log_warn("event=upstream_socket_failed pod=%s err=%s", pod->w.uid, strerror(-ufd));
 		STAT_ADD(w, socket_errors, 1);
+		authz_conn_closed(w, c);
 		conn_pool_put(&w->pool, c);
 		close_rst(cfd);
 		return;

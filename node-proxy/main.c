@@ -83,6 +83,8 @@ static int d_add(void *arg, const struct workload *w, int netns_fd, char *err, s
 	rc = inpod_add(d->inpod, w, netns_fd, err, errlen);
 	if (rc)
 		mesh_pod_del(w->uid);
+	else
+		authz_pod_add(w); /* a service endpoint candidate */
 	return rc;
 }
 
@@ -92,7 +94,7 @@ static int d_del(void *arg, const char *uid, char *err, size_t errlen)
 	int rc = inpod_del(d->inpod, uid, err, errlen);
 
 	if (rc == 0)
-		mesh_pod_del(uid);
+		mesh_pod_del(uid), authz_pod_del(uid);
 	return rc;
 }
 

@@ -348,3 +348,91 @@ def test_hbone_principals(topo, bins):
         assert curl(fe, be.ip, 8080).returncode == 0
     finally:
         proxy.stop_clean()
+
+
+SERVICE = """
+[service backend]
+namespace = shop
+vips = 10.96.0.10
+ports = 80:8080
+selector = app=backend
+max_connections = {maxc}
+max_pending = {maxc}
+"""
+
+# N requests, one new TCP connection each; prints the count per answer
+_SPREAD_CLIENT = r"""
+import collections, http.client, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+seen = collections.Counter()
+for i in range(n):
+    c = http.client.HTTPConnection(host, port, timeout=10)
+    c.request("GET", "/")
+    seen[c.getresponse().read().decode().strip()] += 1
+    c.close()
+for k, v in sorted(seen.items()):
+    print(k, v)
+"""
+
+
+def test_service_vip_balanced(topo, bins):
+    """A VIP balanced over 3 endpoints (pods enrolled here): each gets a
+    fair share of 300 new connections; a circuit-breaker limit refuses the
+    excess with a reset and counts it."""
+    n1 = topo.add_node("n1")
+    client = topo.add_pod(n1, "client")
+    eps = [topo.add_pod(n1, f"be{i}") for i in range(3)]
+    sdir = os.path.join(topo.tmpdir, "services.d")
+    os.makedirs(sdir)
+    with open(os.path.join(sdir, "10-backend.ini"), "w") as f:
+        f.write(SERVICE.format(maxc=100))
+    proxy = PolicyProxy(topo, bins, n1, {}, conf_extra=f"services_dir = {sdir}\n")
+    try:
+        proxy.enrol(client, "shop", {"app": "client"})
+        for p in eps:
+            proxy.enrol(p, "shop", {"app": "backend"})
+            http_server(p, 8080)
+            tcp_echo_server(p, 8081)
+        r = client.run([PYTHON, "-c", _SPREAD_CLIENT, "10.96.0.10", "80", "300"], timeout=120,
+                       check=False)
+        assert r.returncode == 0, r.stderr[-500:] + topo.log(proxy.proc)[-3000:]
+        counts = dict(line.split() for line in r.stdout.split("\n") if line)
+        print("spread over 300 connections:", counts)
+        assert sorted(counts) == ["be0", "be1", "be2"], r.stdout
+        for k, v in counts.items():
+            assert int(v) >= 50, counts  # 100 expected each
+        s = proxy.authz()["services"]
+        assert s["routed"] >= 300
+        assert s["by_service"]["shop/backend"]["endpoints"] == 3
+        assert s["by_service"]["shop/backend"]["active_connections"] == 0
+        # circuit breaker: max_connections = 2 (a reload keeps the state);
+        # two held open, the third refused
+        gen = proxy.authz()["generation"]
+        with open(os.path.join(sdir, ".tmp"), "w") as f:
+            f.write(SERVICE.format(maxc=2))
+        os.rename(os.path.join(sdir, ".tmp"), os.path.join(sdir, "10-backend.ini"))
+        proxy.wait_generation(gen + 1)
+        held = []
+        for _ in range(2):
+            p = client.popen([PYTHON, "-c", _LONG_CLIENT.replace("ping", "GET / HTTP/1.0"),
+                              "10.96.0.10", "80"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+            held.append(p)
+        deadline = time.monotonic() + 5
+        while proxy.authz()["services"]["by_service"]["shop/backend"]["active_connections"] < 2:
+            assert time.monotonic() < deadline, proxy.authz()["services"]
+            time.sleep(0.05)
+        r = curl(client, "10.96.0.10", 80)
+        assert r.returncode in REFUSED, (r.returncode, r.stderr)
+        s2 = proxy.authz()["services"]
+        assert s2["refused"] == s["refused"] + 1
+        assert s2["by_service"]["shop/backend"]["refused_connections"] >= 1
+        for p in held:
+            p.kill()
+        # released on close: a new connection is served again
+        deadline = time.monotonic() + 5
+        while curl(client, "10.96.0.10", 80).returncode != 0:
+            assert time.monotonic() < deadline, proxy.authz()["services"]
+            time.sleep(0.1)
+    finally:
+        proxy.stop_clean()

@@ -71,6 +71,24 @@ int authz_plaintext(struct worker *w, struct pod *dst, int cfd, uint16_t dst_por
 	(void)dst_port;
 	return 0;
 }
+int authz_service(struct worker *w, struct conn *c, struct sockaddr_storage *dst)
+{
+	(void)w;
+	(void)c;
+	(void)dst;
+	return 0;
+}
+void authz_service_connected(struct worker *w, struct conn *c, int ok)
+{
+	(void)w;
+	(void)c;
+	(void)ok;
+}
+void authz_conn_closed(struct worker *w, struct conn *c)
+{
+	(void)w;
+	(void)c;
+}
 /* telemetry.c's hooks (metrics and access log are not under test here) */
 void telemetry_conn_open(struct worker *w, struct conn *c)
 {
