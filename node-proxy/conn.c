@@ -509,12 +509,14 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 		return;
 	/* plaintext inbound: the destination pod's policy decides (authz.c) */
 	if (kind == LK_INBOUND && authz_plaintext(w, pod, cfd, ss_port(&dst))) {
+		telemetry_refused(w, pod, NULL, kind, cfd, &dst, RF_DENY);
 		close_rst(cfd);
 		return;
 	}
 	c = conn_pool_get(&w->pool);
 	if (!c) {
 		STAT_ADD(w, pool_exhausted, 1);
+		telemetry_refused(w, pod, NULL, kind, cfd, &dst, RF_UO);
 		close_rst(cfd);
 		return;
 	}
@@ -538,6 +540,7 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 	}
 	if (upod && authz_plaintext(w, upod, cfd, ss_port(&dst))) {
 		/* the shortcut skips upod's 15006: its inbound policy runs here */
+		telemetry_refused(w, pod, upod, kind, cfd, &dst, RF_DENY);
 		pod_put(upod);
 		authz_conn_closed(w, c);
 		conn_pool_put(&w->pool, c);

@@ -288,34 +288,39 @@ void telemetry_conn_close(struct worker *w, struct conn *c)
 	t->series[0] = t->series[1] = NO_SERIES;
 }
 
-void telemetry_refused(struct worker *w, struct pod *pod, int kind, int cfd,
+void telemetry_refused(struct worker *w, struct pod *pod, struct pod *upod, int kind, int cfd,
                        const struct sockaddr_storage *dst, uint32_t rflags)
 {
 	struct sockaddr_in6 src = { 0 };
 	socklen_t sl = sizeof(src);
 	struct pod *peer = NULL;
 	int out = kind == LK_OUTBOUND;
-	uint32_t id;
 
 	if (!__atomic_load_n(&T.on, __ATOMIC_RELAXED) || w->id >= T.n || !pod)
 		return;
 	if (getpeername(cfd, (struct sockaddr *)&src, &sl))
 		src.sin6_family = 0;
-	if (w->inpod && (out ? dst != NULL : src.sin6_family != 0))
+	if (!upod && w->inpod && (out ? dst != NULL : src.sin6_family != 0))
 		peer = inpod_lookup_addr(w->inpod, out ? (const struct sockaddr *)dst
 		                                       : (const struct sockaddr *)&src);
-	const struct workload *pw = peer ? &peer->w : NULL;
-	id = series_of(out ? METRICS_REPORTER_SOURCE : METRICS_REPORTER_DESTINATION, 0,
-	               out ? &pod->w : pw, out ? pw : &pod->w, NULL);
-	metrics_conn_open(T.w[w->id].ms, id);
-	metrics_conn_close(T.w[w->id].ms, id, rflags);
-	struct line l = { .dir = out ? AL_OUTBOUND : AL_INBOUND,
-		          .src = out ? &pod->w : pw,
-		          .dst = out ? pw : &pod->w,
-		          .src_sa = (struct sockaddr *)&src,
-		          .dst_sa = (const struct sockaddr *)dst,
-		          .rflags = rflags };
-	log_line(w->id, &l);
+	const struct workload *pw = upod ? &upod->w : peer ? &peer->w : NULL;
+	for (int r = 0; r < 2; r++) {
+		/* outbound: the source's report, and the destination's when it is
+		 * a shortcut into a local pod; inbound: the destination's */
+		if ((r == 0 && !out) || (r == 1 && out && !upod))
+			continue;
+		uint32_t id = series_of(r ? METRICS_REPORTER_DESTINATION : METRICS_REPORTER_SOURCE,
+		                        0, out ? &pod->w : pw, out ? pw : &pod->w, NULL);
+		metrics_conn_open(T.w[w->id].ms, id);
+		metrics_conn_close(T.w[w->id].ms, id, rflags);
+		struct line l = { .dir = r ? AL_INBOUND : AL_OUTBOUND,
+			          .src = out ? &pod->w : pw,
+			          .dst = out ? pw : &pod->w,
+			          .src_sa = (struct sockaddr *)&src,
+			          .dst_sa = (const struct sockaddr *)dst,
+			          .rflags = rflags };
+		log_line(w->id, &l);
+	}
 	if (peer)
 		pod_put(peer);
 }
@@ -454,6 +459,11 @@ int telemetry_init(const struct np_config *cfg, unsigned n_workers)
 
 	if (T.on)
 		return -EALREADY;
+	if (!cfg->metrics_port && !cfg->access_log[0]) {
+		/* nothing would ever read what is counted: count nothing */
+		log_info("event=telemetry off=1");
+		return 0;
+	}
 	snprintf(T.td, sizeof(T.td), "%s",
 	         cfg->mesh_trust_domain[0] ? cfg->mesh_trust_domain : "cluster.local");
 	rc = metrics_init(n_workers, cfg->max_series);

@@ -62,9 +62,10 @@ void telemetry_conn_flag(struct worker *w, struct conn *c, uint32_t rflags, int 
 void telemetry_conn_close(struct worker *w, struct conn *c);
 /* A connection refused before it had a conn slot (@rflags: RF_DENY,
  * RF_UO, RF_NR): opened and closed at once, plus its access log line.
- * @kind the listener kind, @cfd the accepted socket, @dst its original
- * destination (NULL unknown). */
-void telemetry_refused(struct worker *w, struct pod *pod, int kind, int cfd,
+ * @kind the listener kind of @pod, @upod the local destination of a
+ * same-node shortcut (both reporters) or NULL, @cfd the accepted socket,
+ * @dst its original destination (NULL unknown). */
+void telemetry_refused(struct worker *w, struct pod *pod, struct pod *upod, int kind, int cfd,
                        const struct sockaddr_storage *dst, uint32_t rflags);
 
 #endif

@@ -227,6 +227,46 @@ def test_closed_port_is_failed_with_uf(shop):
         assert out[0]["response_flags"] == "UF"
 
 
+@pytest.mark.parametrize("mode", list(MODES))
+def test_policy_denial_is_failed_with_deny(topo, bins, mode):
+    """A connection the destination's policy refuses counts as opened,
+    closed and failed with DENY and has its access log line."""
+    n1 = topo.add_node("n1")
+    front = topo.add_pod(n1, "front")
+    back = topo.add_pod(n1, "back")
+    pdir = Path(topo.tmpdir) / "policies.d"
+    pdir.mkdir()
+    (pdir / "10-deny.ini").write_text(
+        f"[policy deny-front]\nnamespace = {NS}\naction = DENY\n\n"
+        f"[rule deny-front]\nip_blocks = {front.ip}/32\n")
+    alog = Path(topo.tmpdir) / "access.log"
+    cfg = write_config(topo, access_log=str(alog))
+    with open(cfg, "a") as f:
+        f.write(f"[policy]\npolicies_dir = {pdir}\n")
+    proxy = Proxy(topo, bins, n1, extra=MODES[mode] + ["--config", cfg])
+    try:
+        enrol(topo, bins, n1, proxy, front, "front-sa")
+        enrol(topo, bins, n1, proxy, back, "back-sa")
+        back.popen([PYTHON, "-c", _SERVER, "9000", str(R)])
+        time.sleep(0.3)
+        r = front.run([PYTHON, "-c", _CLIENT, back.ip, "9000", "1", "10"], check=False,
+                      timeout=30)
+        assert r.stdout.strip() in ("", "0"), r.stdout  # refused: nothing answered
+        want = labels_of(front, back)
+        fams, _ = wait_closed(proxy, "destination", 1, response_flags="DENY", **want)
+        assert tcp(fams, "istio_tcp_connections_failed_total", reporter="destination",
+                   response_flags="DENY", **want) == 1
+        assert tcp(fams, "istio_tcp_connections_opened_total", reporter="destination",
+                   **want) == 1
+        lines = log_lines(alog, 2 if proxy.hops == 1 else 1)
+        deny = [l for l in lines if l["response_flags"] == "DENY"]
+        assert deny and all(l["error"] == "denied by authorization policy" for l in deny), lines
+        assert any(l["direction"] == "inbound" and l["src_workload"] == "front"
+                   and l["dst_workload"] == "back" for l in deny), lines
+    finally:
+        proxy.stop_clean()
+
+
 def test_logging_switches_at_run_time(shop):
     n1, front, back, proxy, alog = shop
     assert run_client(front, back.ip, 9000, 1, 10) == [R]

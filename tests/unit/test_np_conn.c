@@ -114,6 +114,17 @@ void telemetry_conn_close(struct worker *w, struct conn *c)
 	(void)w;
 	(void)c;
 }
+void telemetry_refused(struct worker *w, struct pod *pod, struct pod *upod, int kind, int cfd,
+                       const struct sockaddr_storage *dst, uint32_t rflags)
+{
+	(void)w;
+	(void)pod;
+	(void)upod;
+	(void)kind;
+	(void)cfd;
+	(void)dst;
+	(void)rflags;
+}
 
 #include "node-proxy/conn.c"
 
