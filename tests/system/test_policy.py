@@ -436,3 +436,66 @@ def test_service_vip_balanced(topo, bins):
             time.sleep(0.1)
     finally:
         proxy.stop_clean()
+
+
+def test_reload_under_load(topo, bins):
+    """wrk on an allowed path (keep-alive, to a pod) and on a service VIP
+    (a new connection per request) while policies and services are edited
+    50 times: no failed request, nothing revoked, no descriptor left."""
+    n1 = topo.add_node("n1")
+    fe = topo.add_pod(n1, "frontend")
+    eps = [topo.add_pod(n1, f"be{i}") for i in range(3)]
+    sdir = os.path.join(topo.tmpdir, "services.d")
+    os.makedirs(sdir)
+
+    def write_service(maxc):
+        with open(os.path.join(sdir, ".tmp"), "w") as f:
+            f.write(SERVICE.format(maxc=maxc))
+        os.rename(os.path.join(sdir, ".tmp"), os.path.join(sdir, "10-backend.ini"))
+
+    write_service(1000)
+    allow = BACKEND_ALLOW.format(frontend=fe.ip)
+    legacy = SHOP_DENY_FRONTEND.format(frontend="10.200.0.0/16")
+    proxy = PolicyProxy(topo, bins, n1, {"10-backend.ini": allow},
+                        conf_extra=f"services_dir = {sdir}\n")
+    try:
+        proxy.enrol(fe, "shop", {"app": "frontend"})
+        for p in eps:
+            proxy.enrol(p, "shop", {"app": "backend"})
+            http_server(p, 8080)
+        fds0 = proxy.fds()
+        a0 = proxy.authz()
+        wrk_ka = fe.popen(["wrk", "-t1", "-c8", "-d8s", f"http://{eps[0].ip}:8080/"])
+        # a new connection per request: any refused or reset one fails it
+        vip = fe.popen([PYTHON, "-c", _SPREAD_CLIENT, "10.96.0.10", "80", "600"])
+        for i in range(50):
+            if i % 2:
+                proxy.write("20-legacy.ini", legacy)
+            else:
+                with open(os.path.join(proxy.pdir, "20-legacy.ini"), "w") as f:
+                    f.write("; nothing\n")
+            write_service(1000 + i)
+            time.sleep(0.12)
+        wrk_ka.wait(timeout=30)
+        assert vip.wait(timeout=60) == 0, topo.log(vip)
+        a1 = proxy.authz()
+        out = topo.log(wrk_ka)
+        print(out, topo.log(vip))
+        assert "Requests/sec" in out, out
+        assert "Socket errors" not in out and "Non-2xx" not in out, out
+        assert sum(int(line.split()[1]) for line in topo.log(vip).split("\n") if line) == 600
+        assert a1["generation"] - a0["generation"] >= 10, (a0, a1)
+        assert a1["policy_reloads_failed"] == a0["policy_reloads_failed"]
+        assert a1["revoked"] == a0["revoked"]
+        assert a1["denied"] == a0["denied"]
+        assert a1["services"]["routed"] - a0["services"]["routed"] == 600
+        assert a1["services"]["refused"] == 0
+        # every connection closed: no claim held, no descriptor left
+        deadline = time.monotonic() + 5
+        while proxy.fds() > fds0 or \
+                a1["services"]["by_service"]["shop/backend"]["active_connections"]:
+            assert time.monotonic() < deadline, (proxy.fds(), fds0, a1["services"])
+            time.sleep(0.1)
+            a1 = proxy.authz()
+    finally:
+        proxy.stop_clean()
