@@ -544,7 +544,7 @@ def report(out, state, logs_dir):
         if not any(l.startswith("istio_tcp_") for l in mt.splitlines()):
             missing.append(("Istio TCP metrics", f":{METRICS}/metrics answers, but has no "
                             "istio_tcp_* series after the requests"))
-            out.line("  not available in this build: istio_tcp_* series (the data path does not count them yet)")
+            out.line("  not available in this build: istio_tcp_* series for the connections of this run")
     else:
         missing.append(("Prometheus metrics", f":{METRICS}/metrics does not answer"))
         t = s3.get("total", {})
