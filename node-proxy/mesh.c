@@ -105,7 +105,8 @@ struct mstream {
 	struct mtun *t; /* NULL once the HTTP/2 stream is closed */
 	int32_t sid;
 	uint8_t state, server, refused, detached;
-	uint64_t last_ms; /* last byte either way: [timeouts] idle */
+	uint64_t last_ms;                       /* last byte either way: [timeouts] idle */
+	uint64_t start_ms, bytes_in, bytes_out; /* for /connections */
 	/* plain socket -> tunnel */
 	uint8_t recv_armed, ueof, shut_sent, blocked;
 	uint32_t ulen, uoff;
@@ -531,7 +532,7 @@ static int on_stream_request(struct hbone_conn *c, void *arg, int32_t sid,
 	memcpy(&s->dst, &req->dst, req->dst_len);
 	s->dst_len = req->dst_len;
 	MSTAT(mw, streams_active, 1);
-	s->last_ms = mw->w->now_ms;
+	s->last_ms = s->start_ms = mw->w->now_ms;
 	__atomic_fetch_add(&s->h.pod->conns, 1, __ATOMIC_RELAXED); /* /workloads */
 	hbone_stream_set_user(c, sid, s);
 	fd = proxy_socket(mw, t->h.pod, req->dst.ss_family);
@@ -593,6 +594,7 @@ static void on_stream_data(struct hbone_conn *c, void *arg, int32_t sid, void *s
 	s->rlen += (uint32_t)len;
 	s->last_ms = cur_mw->w->now_ms;
 	MSTAT(cur_mw, bytes_out_of_tunnel, len);
+	s->bytes_out += len;
 	dirty(cur_mw, &s->h);
 }
 
@@ -816,6 +818,7 @@ static void stream_step(struct mesh_worker *mw, struct mstream *s)
 		if (n > 0) {
 			s->uoff += (uint32_t)n;
 			MSTAT(mw, bytes_into_tunnel, n);
+			s->bytes_in += (uint64_t)n;
 		} else if (n == 0) {
 			s->blocked = 1; /* on_stream_writable clears it */
 		} else {
@@ -1093,11 +1096,14 @@ int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct socka
 	if (!s)
 		goto fail_t;
 	MSTAT(mw, streams_active, 1);
-	s->last_ms = mw->w->now_ms;
+	s->last_ms = s->start_ms = mw->w->now_ms;
 	__atomic_fetch_add(&s->h.pod->conns, 1, __ATOMIC_RELAXED); /* /workloads */
 	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	s->h.fd = cfd;
 	s->state = SS_WAIT_RESP;
+	memcpy(&s->dst, dst,
+	       dst->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+	                                 : sizeof(struct sockaddr_in6));
 	addr_fmt(dst, authority, sizeof(authority));
 	if (getpeername(cfd, (struct sockaddr *)&cl, &cll) == 0)
 		addr_fmt(&cl, peer, sizeof(peer));
@@ -1273,6 +1279,42 @@ void mesh_stop(struct worker *w)
 		cur_mw = w->mesh;
 		drain_where(w->mesh, NULL, w->cfg.drain_ms);
 	}
+}
+
+size_t mesh_dump(struct worker *w, struct conn_info *out, size_t max)
+{
+	struct mesh_worker *mw = w->mesh;
+	size_t n = 0;
+
+	for (uint32_t i = 0; mw && i < mw->hwm && n < max; i++) {
+		struct mobj *o = mw->tab[i];
+		struct mstream *s = (struct mstream *)o;
+		struct conn_info *ci = &out[n];
+		socklen_t len = sizeof(ci->src);
+		if (!o || o->type != MT_STREAM)
+			continue;
+		memset(ci, 0, sizeof(*ci));
+		ci->pod_id = o->pod->id;
+		snprintf(ci->uid, sizeof(ci->uid), "%s", o->pod->w.uid);
+		/* a client stream is the pod's outbound connection; a server
+		 * stream shows as "hbone", its source the tunnel's peer */
+		ci->kind = s->server ? LK_HBONE : LK_OUTBOUND;
+		ci->state = o->closing ? CS_CLOSING : s->state == SS_OPEN ? CS_OPEN : CS_CONNECTING;
+		ci->age_ms = w->now_ms - s->start_ms;
+		ci->idle_ms = w->now_ms - s->last_ms;
+		ci->bytes_down_up = s->server ? s->bytes_out : s->bytes_in;
+		ci->bytes_up_down = s->server ? s->bytes_in : s->bytes_out;
+		if (!s->server && o->fd >= 0)
+			getpeername(o->fd, (struct sockaddr *)&ci->src, &len);
+		else if (s->server && s->t && s->t->h.fd >= 0)
+			getpeername(s->t->h.fd, (struct sockaddr *)&ci->src, &len);
+		memcpy(&ci->dst, &s->dst,
+		       s->dst.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+		                                    : sizeof(struct sockaddr_in));
+		ci->worker = w->id;
+		n++;
+	}
+	return n;
 }
 
 int mesh_busy(struct worker *w)

@@ -71,6 +71,9 @@ void mesh_del_pod(struct worker *w, struct pod *pod);
 /* Shutting down: close everything; mesh_busy() turns 0 once gone. */
 void mesh_stop(struct worker *w);
 int mesh_busy(struct worker *w);
+/* Tunnelled connections (streams) into @out for /connections: the count. */
+struct conn_info;
+size_t mesh_dump(struct worker *w, struct conn_info *out, size_t max);
 void mesh_worker_free(struct worker *w);
 
 #endif

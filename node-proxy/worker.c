@@ -297,6 +297,8 @@ static void do_dump(struct worker *w, struct dump_req *d)
 		ci->worker = w->id;
 		i = c->next;
 	}
+	if (d->out)
+		n += mesh_dump(w, d->out + n, d->max - n); /* HBONE streams */
 	d->n = n;
 	d->done = 1;
 	pthread_cond_signal(&d->cv);

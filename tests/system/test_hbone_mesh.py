@@ -522,7 +522,7 @@ def test_wrong_server_identity_refused(topo, bins):
 
 def test_idle_timeout_and_workload_counts(topo, bins):
     """[timeouts] idle applies to tunnelled connections too; /workloads
-    counts them on both pods while open."""
+    counts them on both pods and /connections lists both ends while open."""
     import socket
     n1 = topo.add_node("n1")
     a = topo.add_pod(n1, "a")
@@ -541,6 +541,14 @@ def test_idle_timeout_and_workload_counts(topo, bins):
     assert s.recv(16) == b"hi"
     conns = {w["uid"]: w["connections"] for w in proxy.json("/workloads")}
     assert conns["uid-a"] >= 1 and conns["uid-b"] >= 1, conns
+    # /connections lists both ends of the tunnelled connection
+    cs = proxy.json("/connections")["connections"]
+    out = [c for c in cs if c["pod"] == "uid-a" and c["dst"] == f"{b.ip}:7300"]
+    inn = [c for c in cs if c["pod"] == "uid-b" and c["kind"] == "hbone"]
+    assert len(out) == 1 and out[0]["kind"] == "outbound" and out[0]["state"] == "open", cs
+    assert out[0]["src"].startswith(a.ip + ":") and out[0]["bytes_down_up"] == 2, cs
+    assert len(inn) == 1 and inn[0]["dst"] == f"{b.ip}:7300", cs
+    assert inn[0]["src"].startswith(a.ip + ":") and inn[0]["bytes_up_down"] == 2, cs
     t0 = time.monotonic()
     try:
         got = s.recv(16)
