@@ -253,6 +253,30 @@ def test_ini_defaults_documented(page):
     assert not bad, "\n".join(bad)
 
 
+def code_uint_ranges(text=None):
+    """{(section, key): (min, max)} of the K_UINT keys of config.c's table."""
+    text = text if text is not None else SRC.read_text()
+    out = {}
+    for sec, key, lo, hi in re.findall(
+            r'\{\s*"([a-z_]+)",\s*"([a-z_]+)",\s*K_UINT,\s*F\(\w+\),\s*([^,]+),\s*([^}]+?)\s*\}', text):
+        assert re.fullmatch(r"[0-9xa-fA-F *<()+]+", lo + hi), (sec, key, lo, hi)
+        out[(sec, key)] = (eval(lo, {"__builtins__": {}}), eval(hi, {"__builtins__": {}}))
+    return out
+
+
+def test_ini_ranges_documented(page):
+    """A numeric key's documented range is the one config_set() enforces."""
+    sec = doc_section(page, "## node-proxy.ini")
+    cells = {(s, k): c for s, k, c in re.findall(r"^\| `\[([a-z_]+)\] ([a-z_]+)` \| ([^|]*) \|", sec, re.M)}
+    ranges = code_uint_ranges()
+    assert len(ranges) >= 10, ranges
+    bad = []
+    for key, (lo, hi) in ranges.items():
+        if not cells.get(key, "").startswith(f"{lo}..{hi}"):
+            bad.append(f"[{key[0]}] {key[1]}: code accepts {lo}..{hi}, page says {cells.get(key)!r}")
+    assert not bad, "\n".join(bad)
+
+
 def test_selfcheck_defaults():
     d = code_ini_defaults()
     assert d[("timeouts", "idle")] == 3600000 and d[("proxy", "log_level")] == "info"
@@ -262,6 +286,9 @@ def test_selfcheck_defaults():
     assert doc_default("path, unset") == 0 and doc_default("mark, `0x111`") == 0x111
     changed = SRC.read_text().replace("c->drain_ms = 30 * 1000;", "c->drain_ms = 20 * 1000;")
     assert code_ini_defaults(changed)[("timeouts", "drain")] == 20000
+    widened = SRC.read_text().replace("F(workers), 0, 256", "F(workers), 0, 512")
+    assert code_uint_ranges(widened)[("proxy", "workers")] == (0, 512)
+    assert code_uint_ranges()[("buffers", "size")] == (1024, 1 << 20)
 
 
 def test_shipped_ini_uses_known_keys():
