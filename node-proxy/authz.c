@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include "node-proxy/config.h"
 #include "node-proxy/confwatch.h"
 #include "node-proxy/conn.h"
+#include "node-proxy/inpod.h"
 #include "node-proxy/log.h"
 #include "node-proxy/mesh.h"
 #include "node-proxy/pod.h"
@@ -31,9 +33,11 @@
 /* A balanced connection's claim, by conn slot index (per worker). */
 struct svc_slot {
 	struct svc_ticket t;
-	struct svc_endpoint *ep;
+	struct svc_endpoint *ep; /* NULL between a failed connect and the next pick */
+	struct svc_tried tried;
+	struct sockaddr_in6 vip; /* what the client asked for (sockaddr_in for v4) */
 	uint16_t gen;
-	uint8_t used;
+	uint8_t used, retries_left;
 };
 
 /* One per worker (indexed by worker id), written by that worker only. */
@@ -41,7 +45,7 @@ struct authz_w {
 	struct service_set *ss; /* reference, taken at generation @ss_gen */
 	uint64_t ss_gen;
 	struct svc_slot *slots; /* max_conns, allocated on first use */
-	uint64_t svc_routed, svc_refused, svc_no_endpoint, svc_connect_failed;
+	uint64_t svc_routed, svc_refused, svc_no_endpoint, svc_connect_failed, svc_retries;
 	struct policy_set *ps; /* reference, taken at generation @gen */
 	uint64_t gen;
 	uint64_t judged_gen;           /* open conns were last judged at this generation */
@@ -449,49 +453,18 @@ static struct svc_slot *slot_of(struct worker *w, struct conn *c)
 	return s->used && s->gen == c->gen ? s : NULL;
 }
 
-int authz_service(struct worker *w, struct conn *c, struct sockaddr_storage *dst)
+/* Pick an endpoint of @svc not in @tried and point @dst at it (the VIP's
+ * family, target port).  0 or -EHOSTUNREACH. */
+static int pick_endpoint(struct worker *w, const struct service *svc, struct svc_tried *tried,
+                         uint16_t target, struct sockaddr_storage *dst, struct svc_endpoint **ep)
 {
-	struct authz_w *a;
-	struct service_set *ss;
-	const struct service *svc;
-	struct svc_ticket t;
 	struct svc_pick pick;
-	struct wl_ip vip = { .family = dst->ss_family };
-	uint16_t port, target;
 	int rc;
 
-	if (!g.cw)
-		return 0;
-	a = aw_of(w);
-	ss = cur_services(a);
-	if (!ss)
-		return 0;
-	if (dst->ss_family == AF_INET) {
-		vip.v4 = ((struct sockaddr_in *)dst)->sin_addr;
-		port = ntohs(((struct sockaddr_in *)dst)->sin_port);
-	} else {
-		vip.v6 = ((struct sockaddr_in6 *)dst)->sin6_addr;
-		port = ntohs(((struct sockaddr_in6 *)dst)->sin6_port);
-	}
-	svc = services_lookup(ss, &vip, port, &target);
-	if (!svc)
-		return 0;
-	if (!a->slots) {
-		a->slots = calloc(w->cfg.max_conns, sizeof(*a->slots));
-		if (!a->slots)
-			return -ENOMEM;
-	}
-	if (services_acquire(svc, &t)) {
-		CNT_ADD(a->svc_refused, 1);
-		log_info("event=service_refused service=%s reason=%s", svc->id,
-		         services_refusal_str(t.refused));
-		return -EBUSY;
-	}
 	pthread_mutex_lock(&g.reg_mu);
-	rc = services_pick(svc, (const struct workload *const *)g.reg, g.n_reg, NULL, w->now_ms,
+	rc = services_pick(svc, (const struct workload *const *)g.reg, g.n_reg, tried, w->now_ms,
 	                   &pick);
 	if (rc == 0) {
-		/* the endpoint's address of the VIP's family */
 		rc = -EHOSTUNREACH;
 		for (unsigned i = 0; i < pick.wl->n_ips; i++) {
 			const struct wl_ip *ip = &pick.wl->ips[i];
@@ -509,24 +482,187 @@ int authz_service(struct worker *w, struct conn *c, struct sockaddr_storage *dst
 		}
 		if (rc)
 			services_done(pick.ep);
+		else
+			*ep = pick.ep;
 	}
 	pthread_mutex_unlock(&g.reg_mu);
-	if (rc) {
+	return rc;
+}
+
+static const struct service *lookup(struct authz_w *a, const struct sockaddr_storage *dst,
+                                    uint16_t *target)
+{
+	struct service_set *ss = cur_services(a);
+	struct wl_ip vip = { .family = dst->ss_family };
+	uint16_t port;
+
+	if (!ss)
+		return NULL;
+	if (dst->ss_family == AF_INET) {
+		vip.v4 = ((const struct sockaddr_in *)dst)->sin_addr;
+		port = ntohs(((const struct sockaddr_in *)dst)->sin_port);
+	} else {
+		vip.v6 = ((const struct sockaddr_in6 *)dst)->sin6_addr;
+		port = ntohs(((const struct sockaddr_in6 *)dst)->sin6_port);
+	}
+	return services_lookup(ss, &vip, port, target);
+}
+
+int authz_service(struct worker *w, struct conn *c, struct sockaddr_storage *dst)
+{
+	struct authz_w *a;
+	const struct service *svc;
+	struct svc_slot *s;
+	struct svc_ticket t;
+	struct svc_endpoint *ep = NULL;
+	struct sockaddr_in6 vip;
+	uint16_t target;
+
+	if (!g.cw)
+		return 0;
+	a = aw_of(w);
+	svc = lookup(a, dst, &target);
+	if (!svc)
+		return 0;
+	if (!a->slots) {
+		a->slots = calloc(w->cfg.max_conns, sizeof(*a->slots));
+		if (!a->slots)
+			return -ENOMEM;
+	}
+	if (services_acquire(svc, &t)) {
+		CNT_ADD(a->svc_refused, 1);
+		log_info("event=service_refused service=%s reason=%s", svc->id,
+		         services_refusal_str(t.refused));
+		return -EBUSY;
+	}
+	s = &a->slots[c->idx];
+	memset(&s->tried, 0, sizeof(s->tried));
+	memcpy(&vip, dst, dst->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(vip));
+	if (pick_endpoint(w, svc, &s->tried, target, dst, &ep)) {
 		services_release(&t);
 		CNT_ADD(a->svc_no_endpoint, 1);
 		log_info("event=service_no_endpoint service=%s", svc->id);
 		return -EHOSTUNREACH;
 	}
-	a->slots[c->idx] = (struct svc_slot){ .t = t, .ep = pick.ep, .gen = c->gen, .used = 1 };
+	s->t = t;
+	s->ep = ep;
+	s->vip = vip;
+	s->gen = c->gen;
+	s->used = 1;
+	s->retries_left =
+	    (uint8_t)(svc->retries < SVC_MAX_RETRIES ? svc->retries : SVC_MAX_RETRIES);
 	CNT_ADD(a->svc_routed, 1);
 	return 0;
+}
+
+/* A new upstream socket for @c towards @dst: from the client pod's netns,
+ * or from inside the destination pod when it is enrolled here (the same
+ * choice conn_accept() makes, without preserve_source). */
+static int retry_socket(struct worker *w, struct conn *c, const struct sockaddr_storage *dst,
+                        struct pod **upodp)
+{
+	struct pod *upod = NULL;
+	int one = 1, fd, rc;
+	uint32_t mark = w->cfg.proxy_mark;
+
+	if (w->cfg.local_shortcut && w->inpod)
+		upod = inpod_lookup_addr(w->inpod, (const struct sockaddr *)dst);
+	if (upod && upod->id == c->pod->id) {
+		pod_put(upod);
+		upod = NULL;
+	}
+	if (upod &&
+	    authz_plaintext(w, upod, c->ep[0].fd, ntohs(((struct sockaddr_in6 *)dst)->sin6_port))) {
+		rc = -EACCES;
+		goto fail;
+	}
+	rc = worker_enter_pod(w, upod ? upod : c->pod);
+	if (rc)
+		goto fail;
+	fd = socket(dst->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark))) {
+		rc = -errno;
+		close(fd);
+		goto fail;
+	}
+	*upodp = upod;
+	return fd;
+fail:
+	if (upod)
+		pod_put(upod);
+	return rc;
+}
+
+int authz_service_retry(struct worker *w, struct conn *c)
+{
+	struct svc_slot *s = g.cw ? slot_of(w, c) : NULL;
+	struct authz_w *a = aw_of(w);
+	struct sockaddr_storage dst;
+	const struct service *svc;
+	struct io_uring_sqe *sqe;
+	struct svc_endpoint *ep = NULL;
+	struct pod *upod = NULL;
+	uint16_t target;
+	socklen_t dlen;
+	int fd;
+
+	if (!s || !s->ep)
+		return 0;
+	services_report(s->ep, false, w->now_ms); /* towards ejection */
+	services_done(s->ep);
+	s->ep = NULL;
+	CNT_ADD(a->svc_connect_failed, 1);
+	/* preserve_source needs conn.c's transparent socket: no retry then */
+	if (!s->retries_left || w->cfg.preserve_source || w->stopping)
+		return 0;
+	s->retries_left--;
+	dlen = s->vip.sin6_family == AF_INET ? sizeof(struct sockaddr_in)
+	                                     : sizeof(struct sockaddr_in6);
+	memset(&dst, 0, sizeof(dst));
+	memcpy(&dst, &s->vip, dlen);
+	svc = lookup(a, &dst, &target);
+	if (!svc || pick_endpoint(w, svc, &s->tried, target, &dst, &ep))
+		return 0;
+	fd = retry_socket(w, c, &dst, &upod);
+	if (fd < 0) {
+		services_done(ep);
+		return 0;
+	}
+	s->ep = ep;
+	CNT_ADD(a->svc_retries, 1);
+	/* the failed connect completed: nothing is in flight on the old fd */
+	close(c->ep[1].fd);
+	c->ep[1].fd = fd;
+	if (c->upod) {
+		__atomic_fetch_sub(&c->upod->conns, 1, __ATOMIC_RELAXED);
+		pod_put(c->upod);
+	}
+	c->upod = upod; /* the lookup's reference */
+	if (upod)
+		__atomic_fetch_add(&upod->conns, 1, __ATOMIC_RELAXED);
+	memcpy(&c->dst, &dst, dlen);
+	sqe = worker_sqe(w);
+	io_uring_sqe_set_data64(sqe, ud_pack(OP_CONNECT, 1, c->idx, c->gen));
+	c->inflight++;
+	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&c->dst, dlen);
+	sqe->flags |= IOSQE_IO_LINK;
+	sqe = worker_sqe(w);
+	io_uring_sqe_set_data64(sqe, ud_pack(OP_LINK_TIMEOUT, 1, c->idx, c->gen));
+	c->inflight++;
+	io_uring_prep_link_timeout(sqe, &w->connect_ts, 0);
+	return 1;
 }
 
 void authz_service_connected(struct worker *w, struct conn *c, int ok)
 {
 	struct svc_slot *s = g.cw ? slot_of(w, c) : NULL;
 
-	if (!s)
+	if (!s || !s->ep)
 		return;
 	services_report(s->ep, ok, w->now_ms);
 	if (ok)
@@ -541,7 +677,8 @@ void authz_conn_closed(struct worker *w, struct conn *c)
 
 	if (!s)
 		return;
-	services_done(s->ep);
+	if (s->ep)
+		services_done(s->ep);
 	services_release(&s->t);
 	s->used = 0;
 }
@@ -549,7 +686,7 @@ void authz_conn_closed(struct worker *w, struct conn *c)
 /* ---- admin ------------------------------------------------------------------ */
 
 /* Balancing counters and, per service, its circuit-breaker state. */
-static json_t *services_json(const uint64_t sv[4])
+static json_t *services_json(const uint64_t sv[5])
 {
 	json_t *o = json_object(), *per = json_object();
 	struct service_set *ss = confwatch_services(g.cw);
@@ -562,6 +699,7 @@ static json_t *services_json(const uint64_t sv[4])
 	json_object_set_new(o, "refused", json_integer((json_int_t)sv[1]));
 	json_object_set_new(o, "no_endpoint", json_integer((json_int_t)sv[2]));
 	json_object_set_new(o, "connect_failed", json_integer((json_int_t)sv[3]));
+	json_object_set_new(o, "retries", json_integer((json_int_t)sv[4]));
 	for (unsigned i = 0; i < services_count(ss); i++) {
 		const struct service *svc = services_at(ss, i);
 		struct svc_stats st;
@@ -582,7 +720,7 @@ static json_t *services_json(const uint64_t sv[4])
 
 json_t *authz_stats_json(void)
 {
-	uint64_t r[N_REASONS] = { 0 }, ha = 0, hd = 0, rv = 0, sv[4] = { 0 };
+	uint64_t r[N_REASONS] = { 0 }, ha = 0, hd = 0, rv = 0, sv[5] = { 0 };
 	struct confwatch_stats st;
 	json_t *o = json_object(), *by = json_object();
 	struct policy_set *ps;
@@ -602,6 +740,7 @@ json_t *authz_stats_json(void)
 		sv[1] += __atomic_load_n(&g.w[i].svc_refused, __ATOMIC_RELAXED);
 		sv[2] += __atomic_load_n(&g.w[i].svc_no_endpoint, __ATOMIC_RELAXED);
 		sv[3] += __atomic_load_n(&g.w[i].svc_connect_failed, __ATOMIC_RELAXED);
+		sv[4] += __atomic_load_n(&g.w[i].svc_retries, __ATOMIC_RELAXED);
 	}
 	for (unsigned k = 0; k < N_REASONS; k++)
 		json_object_set_new(by, policy_reason_str((enum policy_reason)k),

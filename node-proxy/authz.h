@@ -82,6 +82,10 @@ int authz_pod_add(const struct workload *w);
 void authz_pod_del(const char *uid);
 int authz_service(struct worker *w, struct conn *c, struct sockaddr_storage *dst);
 void authz_service_connected(struct worker *w, struct conn *c, int ok);
+/* The connect of balanced @c failed: report it and, within the service's
+ * retries, reconnect @c to another endpoint (new upstream socket, connect
+ * submitted).  1 when retrying, 0 when the caller should fail @c. */
+int authz_service_retry(struct worker *w, struct conn *c);
 void authz_conn_closed(struct worker *w, struct conn *c);
 
 /* The "authz" object of the admin /stats (new reference). */

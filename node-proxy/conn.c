@@ -363,6 +363,8 @@ static void on_connect(struct worker *w, struct conn *c, int res)
 		else
 			STAT_ADD(w, connect_errors, 1);
 		log_debug("event=connect_failed conn=%u err=%d", c->idx, -res);
+		if (authz_service_retry(w, c))
+			return; /* a service VIP: another endpoint is being tried */
 		telemetry_conn_flag(w, c, RF_UF, res == -ECANCELED ? ETIMEDOUT : res);
 		authz_service_connected(w, c, 0);
 		conn_abort(w, c, 1);

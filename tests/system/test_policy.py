@@ -499,3 +499,45 @@ def test_reload_under_load(topo, bins):
             a1 = proxy.authz()
     finally:
         proxy.stop_clean()
+
+
+def test_service_retry_eject_readmit(topo, bins):
+    """One endpoint's app is killed: its failed connects are retried on
+    another endpoint (no client error), it is ejected after 2 failures in
+    a row, and re-admitted once it is back and the ejection expired."""
+    n1 = topo.add_node("n1")
+    client = topo.add_pod(n1, "client")
+    eps = [topo.add_pod(n1, f"be{i}") for i in range(3)]
+    sdir = os.path.join(topo.tmpdir, "services.d")
+    os.makedirs(sdir)
+    with open(os.path.join(sdir, "10-backend.ini"), "w") as f:
+        f.write(SERVICE.format(maxc=100) + "retries = 2\noutlier_consecutive_failures = 2\n"
+                "outlier_ejection_ms = 1000\n")
+    proxy = PolicyProxy(topo, bins, n1, {}, conf_extra=f"services_dir = {sdir}\n")
+    try:
+        proxy.enrol(client, "shop", {"app": "client"})
+        servers = []
+        for p in eps:
+            proxy.enrol(p, "shop", {"app": "backend"})
+            servers.append(http_server(p, 8080))
+        topo.stop(servers[2])
+        s0 = proxy.authz()["services"]
+        r = client.run([PYTHON, "-c", _SPREAD_CLIENT, "10.96.0.10", "80", "150"], timeout=120,
+                       check=False)
+        assert r.returncode == 0, r.stderr[-500:]
+        counts = dict(line.split() for line in r.stdout.split("\n") if line)
+        print("with be2 down:", counts)
+        assert sorted(counts) == ["be0", "be1"], counts
+        s1 = proxy.authz()["services"]
+        assert s1["retries"] > s0["retries"]
+        assert s1["connect_failed"] > s0["connect_failed"]
+        assert s1["by_service"]["shop/backend"]["ejections"] >= 1
+        # back, and the ejection (1 s) is over: be2 gets traffic again
+        http_server(eps[2], 8080)
+        time.sleep(1.2)
+        r = client.run([PYTHON, "-c", _SPREAD_CLIENT, "10.96.0.10", "80", "150"], timeout=120)
+        counts = dict(line.split() for line in r.stdout.split("\n") if line)
+        print("be2 back:", counts)
+        assert int(counts.get("be2", 0)) >= 20, counts
+    finally:
+        proxy.stop_clean()

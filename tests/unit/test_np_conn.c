@@ -84,6 +84,12 @@ void authz_service_connected(struct worker *w, struct conn *c, int ok)
 	(void)c;
 	(void)ok;
 }
+int authz_service_retry(struct worker *w, struct conn *c)
+{
+	(void)w;
+	(void)c;
+	return 0;
+}
 void authz_conn_closed(struct worker *w, struct conn *c)
 {
 	(void)w;
