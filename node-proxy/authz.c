@@ -5,6 +5,8 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -20,6 +22,7 @@
 #include "node-proxy/config.h"
 #include "node-proxy/confwatch.h"
 #include "node-proxy/conn.h"
+#include "node-proxy/healthcheck.h"
 #include "node-proxy/inpod.h"
 #include "node-proxy/log.h"
 #include "node-proxy/mesh.h"
@@ -61,11 +64,15 @@ static struct {
 	int efd;               /* wakes the watch thread: stop or reload */
 	int stop, want_reload; /* atomics */
 	struct authz_w w[POD_MAX_WORKERS];
+	/* active health checks of service endpoints, run by the watch thread */
+	struct healthcheck *hc;
+	int node_netns_fd;
+	uint32_t mark;
 	/* service endpoints: copies of the enrolled workloads */
 	pthread_mutex_t reg_mu;
 	struct workload *reg[REG_MAX];
 	size_t n_reg;
-} g = { .efd = -1, .reg_mu = PTHREAD_MUTEX_INITIALIZER };
+} g = { .efd = -1, .node_netns_fd = -1, .reg_mu = PTHREAD_MUTEX_INITIALIZER };
 
 #define CNT_ADD(f, n) __atomic_store_n(&(f), (f) + (n), __ATOMIC_RELAXED)
 
@@ -117,14 +124,71 @@ static void on_change(void *arg, struct policy_set *ps, struct service_set *ss)
 	log_info("event=authz_policies_changed policies=%u", policy_set_count(ps));
 }
 
+/* A health-check socket from inside @w's pod (its app is reached without
+ * leaving the pod), marked so the pod's capture rules let it through.
+ * Runs on the watch thread, which returns to the node netns at once. */
+static int hc_socket(void *arg, const struct workload *w, int family)
+{
+	int nfd, fd, rc;
+
+	(void)arg;
+	nfd = open(w->netns_path, O_RDONLY | O_CLOEXEC);
+	if (nfd < 0)
+		return -errno;
+	if (setns(nfd, CLONE_NEWNET)) {
+		rc = -errno;
+		close(nfd);
+		return rc;
+	}
+	close(nfd);
+	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	rc = fd < 0 ? -errno : 0;
+	if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &g.mark, sizeof(g.mark))) {
+		rc = -errno;
+		close(fd);
+	}
+	if (setns(g.node_netns_fd, CLONE_NEWNET)) {
+		/* never stay in a pod's netns: that pod may go away */
+		log_err("event=authz_setns_back_failed err=%s", strerror(errno));
+		abort();
+	}
+	return rc ? rc : fd;
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* One round of health checks; returns the ms until the next one. */
+static int run_checks(void)
+{
+	struct service_set *ss;
+	int ms;
+
+	if (!g.hc)
+		return -1;
+	ss = confwatch_services(g.cw);
+	pthread_mutex_lock(&g.reg_mu);
+	ms = healthcheck_run(g.hc, ss, (const struct workload *const *)g.reg, g.n_reg, mono_ms());
+	pthread_mutex_unlock(&g.reg_mu);
+	services_set_put(ss);
+	return ms;
+}
+
 static void *watch_main(void *arg)
 {
-	struct pollfd pfd[2] = { { .fd = confwatch_fd(g.cw), .events = POLLIN },
-		                 { .fd = g.efd, .events = POLLIN } };
+	struct pollfd pfd[3] = { { .fd = confwatch_fd(g.cw), .events = POLLIN },
+		                 { .fd = g.efd, .events = POLLIN },
+		                 { .fd = g.hc ? healthcheck_fd(g.hc) : -1, .events = POLLIN } };
+	int timeout = run_checks();
 
 	(void)arg;
 	while (!__atomic_load_n(&g.stop, __ATOMIC_ACQUIRE)) {
-		if (poll(pfd, 2, -1) < 0) {
+		if (poll(pfd, 3, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
 			log_err("event=authz_poll_failed err=%s", strerror(errno));
@@ -139,6 +203,7 @@ static void *watch_main(void *arg)
 			confwatch_reload(g.cw);
 		if (pfd[0].revents & POLLIN)
 			confwatch_process(g.cw);
+		timeout = run_checks();
 	}
 	return NULL;
 }
@@ -165,6 +230,15 @@ int authz_init(const struct np_config *cfg, char *err, size_t errlen)
 		/* each error was logged by confwatch with file:line */
 		goto out;
 	}
+	if (o.services_dir) {
+		g.mark = cfg->proxy_mark;
+		g.node_netns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+		rc = g.node_netns_fd < 0 ? -errno : healthcheck_open(hc_socket, NULL, &g.hc);
+		if (rc) {
+			snprintf(err, errlen, "health checks: %s", strerror(-rc));
+			goto fail_cw;
+		}
+	}
 	g.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (g.efd < 0) {
 		rc = -errno;
@@ -185,6 +259,12 @@ fail_efd:
 	close(g.efd);
 	g.efd = -1;
 fail_cw:
+	if (g.hc)
+		healthcheck_close(g.hc);
+	g.hc = NULL;
+	if (g.node_netns_fd >= 0)
+		close(g.node_netns_fd);
+	g.node_netns_fd = -1;
 	confwatch_close(g.cw);
 	g.cw = NULL;
 out:
@@ -223,6 +303,12 @@ void authz_fini(void)
 	g.n_reg = 0;
 	pthread_mutex_unlock(&g.reg_mu);
 	g.enabled = 0;
+	if (g.hc)
+		healthcheck_close(g.hc);
+	g.hc = NULL;
+	if (g.node_netns_fd >= 0)
+		close(g.node_netns_fd);
+	g.node_netns_fd = -1;
 	confwatch_close(g.cw);
 	g.cw = NULL;
 }
@@ -700,18 +786,26 @@ static json_t *services_json(const uint64_t sv[5])
 	json_object_set_new(o, "no_endpoint", json_integer((json_int_t)sv[2]));
 	json_object_set_new(o, "connect_failed", json_integer((json_int_t)sv[3]));
 	json_object_set_new(o, "retries", json_integer((json_int_t)sv[4]));
+	if (g.hc) {
+		struct hc_stats hs;
+		healthcheck_stats(g.hc, &hs);
+		json_object_set_new(o, "health_checks",
+		                    json_pack("{s:i, s:I, s:I}", "probes", (int)hs.probes, "ok",
+		                              (json_int_t)hs.ok, "failed", (json_int_t)hs.failed));
+	}
 	for (unsigned i = 0; i < services_count(ss); i++) {
 		const struct service *svc = services_at(ss, i);
 		struct svc_stats st;
 		services_stats(svc, now, &st);
 		json_object_set_new(
 		    per, svc->id,
-		    json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:i, s:i}", "active_connections",
+		    json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:i, s:i, s:i}", "active_connections",
 		              (int)st.active_connections, "pending", (int)st.pending,
 		              "refused_connections", (json_int_t)st.refused_connections,
 		              "refused_pending", (json_int_t)st.refused_pending, "no_endpoint",
 		              (json_int_t)st.no_endpoint, "ejections", (json_int_t)st.ejections,
-		              "endpoints", (int)st.endpoints, "ejected_now", (int)st.ejected_now));
+		              "endpoints", (int)st.endpoints, "ejected_now", (int)st.ejected_now,
+		              "unhealthy_now", (int)st.unhealthy_now));
 	}
 	services_set_put(ss);
 	json_object_set_new(o, "by_service", per);

@@ -541,3 +541,44 @@ def test_service_retry_eject_readmit(topo, bins):
         assert int(counts.get("be2", 0)) >= 20, counts
     finally:
         proxy.stop_clean()
+
+
+def test_service_health_check(topo, bins):
+    """health_check = tcp:8081: the endpoint whose check port is closed is
+    marked unhealthy and gets no traffic although its app port answers;
+    once its check passes it is balanced to again."""
+    n1 = topo.add_node("n1")
+    client = topo.add_pod(n1, "client")
+    eps = [topo.add_pod(n1, f"be{i}") for i in range(3)]
+    sdir = os.path.join(topo.tmpdir, "services.d")
+    os.makedirs(sdir)
+    with open(os.path.join(sdir, "10-backend.ini"), "w") as f:
+        f.write(SERVICE.format(maxc=100) + "health_check = tcp:8081\nhealth_interval_ms = 200\n")
+    proxy = PolicyProxy(topo, bins, n1, {}, conf_extra=f"services_dir = {sdir}\n")
+    try:
+        proxy.enrol(client, "shop", {"app": "client"})
+        for i, p in enumerate(eps):
+            proxy.enrol(p, "shop", {"app": "backend"})
+            http_server(p, 8080)
+            if i < 2:
+                tcp_echo_server(p, 8081)
+        deadline = time.monotonic() + 5
+        while proxy.authz()["services"]["by_service"]["shop/backend"]["unhealthy_now"] != 1:
+            assert time.monotonic() < deadline, proxy.authz()["services"]
+            time.sleep(0.1)
+        r = client.run([PYTHON, "-c", _SPREAD_CLIENT, "10.96.0.10", "80", "100"], timeout=120)
+        counts = dict(line.split() for line in r.stdout.split("\n") if line)
+        print("be2 unhealthy:", counts)
+        assert sorted(counts) == ["be0", "be1"], counts
+        assert proxy.authz()["services"]["health_checks"]["failed"] >= 2
+        tcp_echo_server(eps[2], 8081)
+        deadline = time.monotonic() + 5
+        while proxy.authz()["services"]["by_service"]["shop/backend"]["unhealthy_now"] != 0:
+            assert time.monotonic() < deadline, proxy.authz()["services"]
+            time.sleep(0.1)
+        r = client.run([PYTHON, "-c", _SPREAD_CLIENT, "10.96.0.10", "80", "150"], timeout=120)
+        counts = dict(line.split() for line in r.stdout.split("\n") if line)
+        print("be2 healthy:", counts)
+        assert int(counts.get("be2", 0)) >= 20, counts
+    finally:
+        proxy.stop_clean()
