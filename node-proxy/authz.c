@@ -26,6 +26,7 @@
 #include "node-proxy/inpod.h"
 #include "node-proxy/log.h"
 #include "node-proxy/mesh.h"
+#include "node-proxy/metrics.h"
 #include "node-proxy/pod.h"
 #include "node-proxy/worker-t.h"
 
@@ -55,6 +56,15 @@ struct authz_w {
 	uint64_t by_reason[N_REASONS]; /* new connections, by verdict reason */
 	uint64_t hbone_allowed, hbone_denied;
 	uint64_t revoked; /* open connections closed because a change denies them */
+	/* ambit_policy_decisions_total children already looked up, for the
+	 * set of generation @mc_gen (policy names point into that set) */
+	struct {
+		const char *policy;
+		bool allow;
+		uint32_t slot;
+	} mc[16];
+	unsigned n_mc;
+	uint64_t mc_gen;
 } __attribute__((aligned(64)));
 
 static struct {
@@ -347,6 +357,29 @@ static struct policy_set *cur_set(struct authz_w *a)
 	return a->ps;
 }
 
+/* ambit_policy_decisions_total{action, policy}: the child is looked up
+ * (a string build) once per (verdict, policy) and set, then cached. */
+static void count_decision(struct authz_w *a, const struct policy_verdict *v)
+{
+	const char *vals[2] = { v->allow ? "ALLOW" : "DENY", v->policy ? v->policy : "none" };
+	uint32_t slot;
+	unsigned i;
+
+	if (a->mc_gen != a->gen)
+		a->n_mc = 0, a->mc_gen = a->gen;
+	for (i = 0; i < a->n_mc; i++)
+		if (a->mc[i].allow == v->allow && a->mc[i].policy == v->policy)
+			break;
+	if (i < a->n_mc) {
+		slot = a->mc[i].slot;
+	} else {
+		slot = metrics_child(metrics_std(MS_POLICY_DECISIONS), vals);
+		if (a->n_mc < sizeof(a->mc) / sizeof(a->mc[0]))
+			a->mc[a->n_mc++] = (typeof(a->mc[0])){ v->policy, v->allow, slot };
+	}
+	metrics_ctr_add_any(slot, 1);
+}
+
 static void log_denied(const char *what, const struct pod *dst, const struct sockaddr *peer,
                        const char *principal, uint16_t port, const struct policy_verdict *v)
 {
@@ -374,6 +407,7 @@ int authz_plaintext(struct worker *w, struct pod *dst, int cfd, uint16_t dst_por
 		peer.ss_family = AF_UNSPEC; /* judged without an address */
 	rc = authz_decide(cur_set(a), &dst->w, (struct sockaddr *)&peer, dst_port, NULL, &v);
 	CNT_ADD(a->by_reason[v.reason], 1);
+	count_decision(a, &v);
 	if (rc)
 		log_denied("plaintext", dst, (struct sockaddr *)&peer, NULL, dst_port, &v);
 	return rc;
@@ -398,6 +432,7 @@ int authz_hbone(struct worker *w, struct pod *dst, const char *principal, int tf
 	rc = authz_decide(cur_set(a), &dst->w, (struct sockaddr *)&peer, dst_port,
 	                  principal ? principal : "", &v);
 	CNT_ADD(a->by_reason[v.reason], 1);
+	count_decision(a, &v);
 	if (rc) {
 		CNT_ADD(a->hbone_denied, 1);
 		log_denied("hbone", dst, (struct sockaddr *)&peer, principal, dst_port, &v);

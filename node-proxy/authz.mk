@@ -7,6 +7,6 @@ AUTHZ_SRCS := node-proxy/authz.c
 # test's (it records which connections a policy change closes).
 UNIT_TESTS += $(O)/tests/test_authz
 $(O)/tests/test_authz: $(call objs,tests/unit/test_authz.c node-proxy/authz.c node-proxy/log.c) \
-		$(POLICY_LIB)
+		$(POLICY_LIB) $(OBS_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(POLICY_LDLIBS) -ljansson -luring -lcmocka

@@ -163,6 +163,14 @@ def test_allow_deny_port_scope(shop):
     assert r.returncode in REFUSED, (r.returncode, r.stderr)
     a3 = proxy.authz()
     assert a3["denied"] == a2["denied"] + 1
+    # the decisions in Prometheus form, by action and deciding policy
+    code, body = proxy.http("/metrics", port=15020)
+    assert code == 200, body
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in body.splitlines() if line.startswith("ambit_policy_decisions_total{")}
+    assert samples.get('ambit_policy_decisions_total{action="ALLOW",policy="shop/backend-allow"}') \
+        == 1, samples
+    assert samples.get('ambit_policy_decisions_total{action="DENY",policy="none"}') == 2, samples
     # a workload no ALLOW policy selects stays open (allow_no_policy)
     http_server(intr, 8080)
     r = curl(be, intr.ip, 8080)
