@@ -521,6 +521,9 @@ def test_service_retry_eject_readmit(topo, bins):
     with open(os.path.join(sdir, "10-backend.ini"), "w") as f:
         f.write(SERVICE.format(maxc=100) + "retries = 2\noutlier_consecutive_failures = 2\n"
                 "outlier_ejection_ms = 1000\n")
+    # same-node shortcut (default): the connect goes to the endpoint's app
+    # itself, so a dead app is a failed connect here (two-hop, it would be
+    # the endpoint's own 15006 accepting and then resetting)
     proxy = PolicyProxy(topo, bins, n1, {}, conf_extra=f"services_dir = {sdir}\n")
     try:
         proxy.enrol(client, "shop", {"app": "client"})
