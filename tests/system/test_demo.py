@@ -119,8 +119,20 @@ def assert_report(out, logs):
         assert re.search(r'^  ambit_hbone_handshakes_total\{role="client"\} [1-9]', out, re.M) or \
             "not available in this build: mTLS/HBONE" in out, out
         # Istio's series with the workloads and principals of this run, or said missing
-        assert re.search(r'^  istio_tcp_connections_opened_total\{.*source_workload="frontend"', out, re.M) \
-            or "not available in this build: istio_tcp_* series" in out, out
+        m = re.search(r"^  connections_opened +source +frontend -> backend +(\S+) +- +3$", out, re.M)
+        assert m or "not available in this build: istio_tcp_* series" in out, out
+        if m and "not available in this build: mTLS/HBONE" not in out:
+            assert m.group(1) == "mutual_tls", out
+            assert re.search(r"^  connections_closed +destination +intruder -> backend +mutual_tls +DENY +1$",
+                             out, re.M) or intr != "refused", out
+    # access log: records of this run with the proven identities, or said missing
+    if "access log:     not available in this build" not in out:
+        assert re.search(r"^  access log:     \S+/access\.log \(\d+ lines", out, re.M), out
+        assert re.search(r"^    reporter=destination src_workload=frontend "
+                         r"src_identity=spiffe://cluster.local/ns/demo/sa/frontend dst_workload=backend "
+                         r"dst_identity=spiffe://cluster.local/ns/demo/sa/backend "
+                         r"connection_security_policy=(mutual_tls|none) response_flags=- ", out, re.M), out
+        assert (Path(logs) / "access.log").stat().st_size > 0
     # logs kept
     assert f"node-proxy log: {logs}/node-proxy.log" in out, out
     assert (Path(logs) / "node-proxy.log").stat().st_size > 0

@@ -528,18 +528,25 @@ def report(out, state, logs_dir):
     out.head("metrics")
     mt = state.get("metrics")
     if mt:
-        want = ("istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total",
-                "istio_tcp_received_bytes_total", "istio_tcp_sent_bytes_total",
-                "ambit_hbone_handshakes_total", "ambit_hbone_handshake_failures_total",
-                "ambit_pool_connections_opened_total", "ambit_policy_decisions_total",
-                "ambit_workloads_enrolled", "ambit_accesslog_lines_total")
-        shown = 0
-        for l in mt.splitlines():
-            if l.startswith(want) and not l.startswith("#"):
+        own = ("ambit_hbone_handshakes_total", "ambit_hbone_handshake_failures_total",
+               "ambit_policy_decisions_total", "ambit_workloads_enrolled",
+               "ambit_accesslog_lines_total")
+        istio = ("istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total",
+                 "istio_tcp_received_bytes_total", "istio_tcp_sent_bytes_total")
+        lines = [l for l in mt.splitlines() if not l.startswith("#")]
+        for l in lines:
+            if l.startswith(own):
                 out.line("  " + compact_metric(l))
-                shown += 1
-                if shown >= 14:
-                    break
+        rows = [istio_row(l) for l in lines if l.startswith(istio)]
+        rows = [r for r in rows if r and r[2] in PODS]
+        if rows:
+            out.line(f"  {'istio_tcp_*_total':20} {'reporter':11} {'source -> destination':22} "
+                     f"{'security':10} {'flags':6} value")
+            for name, rep, src, dst, sec, flags, v, _ in rows[:16]:
+                out.line(f"  {name:20} {rep:11} {src + ' -> ' + dst:22} {sec:10} {flags:6} {v}")
+            proven = sum(1 for r in rows if r[7] == (spiffe(r[2]), spiffe(r[3])))
+            out.line(f"  {proven} of these {len(rows)} series carry source_principal and "
+                     f"destination_principal = the two SPIFFE IDs above")
         out.line(f"  (from http://127.0.0.1:{METRICS}/metrics in the node netns)")
         if not any(l.startswith("istio_tcp_") for l in mt.splitlines()):
             missing.append(("Istio TCP metrics", f":{METRICS}/metrics answers, but has no "
@@ -608,6 +615,19 @@ def pick_access_lines(lines, n=3):
     keys = ("reporter", "src_workload", "src_identity", "dst_workload", "dst_identity",
             "connection_security_policy", "response_flags", "bytes_sent", "bytes_received")
     return [" ".join(f"{k}={r.get(k)}" for k in keys if k in r) for r in chosen[:n]]
+
+
+def istio_row(l):
+    """(short name, reporter, src, dst, security, flags, value, principals) of one
+    istio_tcp_* sample, None when it does not parse."""
+    m = re.match(r"^istio_tcp_(\w+)_total\{(.*)\}\s+(\S+)$", l)
+    if not m:
+        return None
+    lab = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2)))
+    return (m.group(1), lab.get("reporter", "?"), lab.get("source_workload", "?"),
+            lab.get("destination_workload", "?"), lab.get("connection_security_policy", "?"),
+            lab.get("response_flags", "?"), m.group(3),
+            (lab.get("source_principal"), lab.get("destination_principal")))
 
 
 def compact_metric(l):
