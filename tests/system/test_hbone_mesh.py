@@ -364,6 +364,13 @@ def _expired_svid(ca_dir, out):
     return out
 
 
+def s_client(node, args):
+    """openssl s_client from node's netns; bytes out (a server that accepted
+    may have sent HTTP/2 frames, which s_client echoes)."""
+    return subprocess.run(["nsenter", f"--net={node.path}", "--", "openssl", "s_client"] + args,
+                          input=b"", capture_output=True, timeout=10)
+
+
 def _server_fail(m, reason):
     return m["handshake_failures"]["server"][reason]
 
@@ -378,8 +385,7 @@ def test_refused_handshakes_counted(hmesh, topo, bins):
     r = n1.run(["curl", "-sS", "--max-time", "3", f"http://{b.ip}:15008/"], check=False)
     assert r.returncode != 0
     # TLS 1.2 only
-    r = n1.run(["openssl", "s_client", "-connect", f"{b.ip}:15008", "-tls1_2", "-alpn", "h2"],
-               check=False, input="", timeout=10)
+    r = s_client(n1, ["-connect", f"{b.ip}:15008", "-tls1_2", "-alpn", "h2"])
     assert r.returncode != 0
     # a client certificate from a foreign CA (another root, same trust domain)
     other = os.path.join(topo.tmpdir, "other-pki")
@@ -391,30 +397,27 @@ def test_refused_handshakes_counted(hmesh, topo, bins):
     subprocess.run([str(bins / "ambit-certs"), "issue-workload", "--dir", other + "/node",
                     "--namespace", "default", "--service-account", "alpha", "--out",
                     other + "/wl"], check=True, capture_output=True)
-    r = n1.run(["openssl", "s_client", "-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "h2",
+    r = s_client(n1, ["-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "h2",
                 "-cert", other + "/wl/cert.pem", "-key", other + "/wl/key.pem",
-                "-cert_chain", other + "/wl/chain.pem"], check=False, input="", timeout=10)
+                "-cert_chain", other + "/wl/chain.pem"])
     # a valid mesh SVID (same CA) but ALPN http/1.1; and no client certificate
     ca = os.path.join(topo.tmpdir, "n1-ca")
     wl = os.path.join(topo.tmpdir, "wl-ok")
     subprocess.run([str(bins / "ambit-certs"), "issue-workload", "--dir", ca, "--namespace",
                     "default", "--service-account", "alpha", "--out", wl], check=True,
                    capture_output=True)
-    n1.run(["openssl", "s_client", "-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "http/1.1",
-            "-cert", wl + "/cert.pem", "-key", wl + "/key.pem", "-cert_chain", wl + "/chain.pem"],
-           check=False, input="", timeout=10)
-    n1.run(["openssl", "s_client", "-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "h2"],
-           check=False, input="", timeout=10)
+    s_client(n1, ["-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "http/1.1",
+            "-cert", wl + "/cert.pem", "-key", wl + "/key.pem", "-cert_chain", wl + "/chain.pem"])
+    s_client(n1, ["-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "h2"])
     # an SVID from the right CA that expired yesterday
     exp = _expired_svid(ca, os.path.join(topo.tmpdir, "expired"))
-    n1.run(["openssl", "s_client", "-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "h2",
+    s_client(n1, ["-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "h2",
             "-cert", exp + "/cert.pem", "-key", exp + "/key.pem", "-cert_chain",
-            exp + "/chain.pem"], check=False, input="", timeout=10)
+            exp + "/chain.pem"])
     # control: the same SVID with h2 is accepted (OpenSSL as the client)
-    r = n1.run(["openssl", "s_client", "-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "h2",
-                "-cert", wl + "/cert.pem", "-key", wl + "/key.pem", "-cert_chain",
-                wl + "/chain.pem"], check=False, input="", timeout=10)
-    assert "ALPN protocol: h2" in r.stdout, r.stdout[-1500:]
+    r = s_client(n1, ["-connect", f"{b.ip}:15008", "-tls1_3", "-alpn", "h2", "-cert",
+                      wl + "/cert.pem", "-key", wl + "/key.pem", "-cert_chain", wl + "/chain.pem"])
+    assert b"ALPN protocol: h2" in r.stdout, r.stdout[-1500:]
     time.sleep(0.5)
     m1 = proxy.mesh()
     assert _server_fail(m1, "alpn") - _server_fail(m0, "alpn") == 1
