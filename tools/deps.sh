@@ -29,7 +29,7 @@ liburing-dev libnghttp2-dev libnl-3-dev libnl-route-3-dev libinih-dev \
 libnftables-dev libjansson-dev libcmocka-dev \
 clang libclang-rt-14-dev llvm \
 python3 python3-pytest containernetworking-plugins nftables iproute2 \
-curl wrk iperf3 nghttp2-client tcpdump socat procps psmisc iputils-ping openssl python3-h2 python3-yaml python3-kubernetes python3-seccomp patchelf strace \
+curl wrk iperf3 nghttp2-client tcpdump socat procps psmisc iputils-ping openssl python3-h2 python3-yaml python3-kubernetes python3-seccomp python3-cryptography patchelf strace \
 podman runc busybox-static \
 libwolfssl35"
 # Only for make bench (per-pod sidecar baseline): tools/deps.sh bench
