@@ -319,6 +319,7 @@ def test_hbone_principals(topo, bins):
     fe = topo.add_pod(n1, "frontend")
     intr = topo.add_pod(n1, "intruder")
     be = topo.add_pod(n1, "backend")
+    legacy = topo.add_pod(n1, "legacy")  # never enrolled: outside the mesh
     ca = make_ca(topo, bins)
     proxy = PolicyProxy(topo, bins, n1, {"10-backend.ini": HBONE_ALLOW},
                         conf_extra=f"[mesh]\nca_dir = {ca}\n")
@@ -354,6 +355,17 @@ def test_hbone_principals(topo, bins):
         cut.wait(timeout=5)
         # the allowed path still works after the change
         assert curl(fe, be.ip, 8080).returncode == 0
+        # STRICT in shop: a pod outside the mesh (not enrolled) reaches the
+        # backend in plaintext and is refused; the mesh client rides mTLS
+        gen = proxy.authz()["generation"]
+        proxy.write("00-strict.ini", SHOP_STRICT)
+        a2 = proxy.wait_generation(gen + 1)
+        r = curl(legacy, be.ip, 8080)
+        assert r.returncode in REFUSED, (r.returncode, r.stderr)
+        assert curl(fe, be.ip, 8080).returncode == 0
+        a3 = proxy.authz()
+        assert a3["by_reason"]["deny_plaintext"] == a2["by_reason"]["deny_plaintext"] + 1
+        assert a3["hbone_allowed"] == a2["hbone_allowed"] + 1
     finally:
         proxy.stop_clean()
 
