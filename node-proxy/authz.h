@@ -12,7 +12,13 @@
  * the inputs of a decision are all recoverable from the conn itself
  * (destination pod, original destination port, peer address), so no
  * per-connection copy is kept for plaintext.  HBONE streams are judged by
- * mesh.c through authz_hbone() with the peer's SPIFFE id.
+ * mesh.c through authz_hbone() with the peer's SPIFFE id, and re-judged
+ * through mesh_reauthorize().
+ *
+ * Also owns service balancing (services.d): the endpoint table (copies of
+ * the workloads enrolled here), a claim slot per conn index per worker
+ * (ticket and endpoint; nothing in struct conn), and the active health
+ * checks, run by the same watch thread.
  *
  * Off (every hook allows, costs one branch) when no policies_dir is set.
  * Counters are per worker, written by that worker only.
