@@ -17,6 +17,7 @@
 #include "node-proxy/inpod.h"
 #include "node-proxy/log.h"
 #include "node-proxy/pod.h"
+#include "node-proxy/telemetry.h"
 #include "node-proxy/worker-t.h"
 
 #define TUN_RBUF              (64 * 1024) /* ciphertext received per recv */
@@ -116,6 +117,7 @@ struct mstream {
 	uint32_t rcap, rhead, rlen, slen;
 	struct sockaddr_storage dst; /* server: the app */
 	socklen_t dst_len;
+	struct tm_flow tm; /* metrics and access log (telemetry.c) */
 	uint8_t ubuf[STREAM_UBUF];
 };
 
@@ -518,8 +520,10 @@ static int on_stream_request(struct hbone_conn *c, void *arg, int32_t sid,
 		         t->h.pod->w.uid, req->peer_id ? req->peer_id : "-", req->authority);
 		return 400;
 	}
-	if (authz_hbone(mw->w, t->h.pod, req->peer_id, t->h.fd, port))
+	if (authz_hbone(mw->w, t->h.pod, req->peer_id, t->h.fd, port)) {
+		telemetry_flow_refused(mw->w, t->h.pod, t->h.fd, &req->dst, req->peer_id, RF_DENY);
 		return 401; /* the destination's policy denies this peer (authz.c) */
+	}
 	s = obj_new(mw, sizeof(*s), offsetof(struct mstream, ubuf), MT_STREAM, t->h.pod);
 	if (!s) {
 		MSTAT(mw, app_connect_errors, 1);
@@ -531,6 +535,7 @@ static int on_stream_request(struct hbone_conn *c, void *arg, int32_t sid,
 	s->state = SS_CONNECTING;
 	memcpy(&s->dst, &req->dst, req->dst_len);
 	s->dst_len = req->dst_len;
+	telemetry_flow_open(mw->w, &s->tm, t->h.pod, 1, t->h.fd, &req->dst, req->peer_id);
 	MSTAT(mw, streams_active, 1);
 	s->last_ms = s->start_ms = mw->w->now_ms;
 	__atomic_fetch_add(&s->h.pod->conns, 1, __ATOMIC_RELAXED); /* /workloads */
@@ -562,6 +567,7 @@ static void on_stream_response(struct hbone_conn *c, void *arg, int32_t sid, voi
 	} else {
 		s->refused = 1;
 		MSTAT(cur_mw, refused_by_peer, 1);
+		telemetry_flow_flag(&s->tm, status == 401 ? RF_DENY : RF_UF, 0);
 		log_debug("event=hbone_refused pod=%s status=%d", s->h.pod->w.uid, status);
 	}
 	dirty(cur_mw, &s->h);
@@ -804,6 +810,7 @@ static void stream_step(struct mesh_worker *mw, struct mstream *s)
 		if (t)
 			hbone_stream_respond(t->hc, s->sid, 503), dirty(mw, &t->h);
 		MSTAT(mw, app_connect_errors, 1);
+		telemetry_flow_flag(&s->tm, RF_UF, 0);
 		obj_close(mw, &s->h, 1);
 		goto closing;
 	}
@@ -818,6 +825,7 @@ static void stream_step(struct mesh_worker *mw, struct mstream *s)
 		if (n > 0) {
 			s->uoff += (uint32_t)n;
 			MSTAT(mw, bytes_into_tunnel, n);
+			telemetry_flow_bytes(mw->w, &s->tm, 1, (uint64_t)n);
 			s->bytes_in += (uint64_t)n;
 		} else if (n == 0) {
 			s->blocked = 1; /* on_stream_writable clears it */
@@ -866,6 +874,7 @@ closing:
 		ring_put(mw, s->ring);
 		MSTAT(mw, streams_active, -1);
 		__atomic_fetch_sub(&s->h.pod->conns, 1, __ATOMIC_RELAXED);
+		telemetry_flow_close(mw->w, &s->tm, s->h.pod);
 		obj_free(mw, &s->h);
 	}
 }
@@ -884,6 +893,7 @@ static void stream_cqe(struct mesh_worker *mw, struct mstream *s, int sub, int r
 		}
 		if (res < 0) {
 			MSTAT(mw, app_connect_errors, 1);
+			telemetry_flow_flag(&s->tm, RF_UF, res);
 			log_info("event=hbone_app_connect_failed pod=%s err=%s", s->h.pod->w.uid,
 			         strerror(-res));
 			hbone_stream_respond(t->hc, s->sid, 503); /* closes the stream */
@@ -920,6 +930,7 @@ static void stream_cqe(struct mesh_worker *mw, struct mstream *s, int sub, int r
 		s->last_ms = mw->w->now_ms;
 		s->rhead = (s->rhead + (uint32_t)res) % s->rcap;
 		s->rlen -= (uint32_t)res;
+		telemetry_flow_bytes(mw->w, &s->tm, 0, (uint64_t)res);
 		if (t) {
 			/* delivered: reopen the window by that much */
 			hbone_stream_consume(t->hc, s->sid, (size_t)res);
@@ -1101,6 +1112,7 @@ int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct socka
 	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	s->h.fd = cfd;
 	s->state = SS_WAIT_RESP;
+	telemetry_flow_open(w, &s->tm, pod, 0, cfd, dst, dst_id);
 	memcpy(&s->dst, dst,
 	       dst->ss_family == AF_INET ? sizeof(struct sockaddr_in)
 	                                 : sizeof(struct sockaddr_in6));

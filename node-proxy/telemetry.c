@@ -325,6 +325,123 @@ void telemetry_refused(struct worker *w, struct pod *pod, struct pod *upod, int 
 		pod_put(peer);
 }
 
+/* ---- HBONE streams ------------------------------------------------------- */
+
+void telemetry_flow_open(struct worker *w, struct tm_flow *f, struct pod *pod, int inbound, int fd,
+                         const struct sockaddr_storage *dst, const char *peer_id)
+{
+	socklen_t sl = sizeof(f->src);
+	const struct sockaddr *psa;
+	const struct workload *pw;
+	struct pod *peer = NULL;
+
+	if (!__atomic_load_n(&T.on, __ATOMIC_RELAXED) || w->id >= T.n || !pod)
+		return;
+	memset(f, 0, sizeof(*f));
+	f->inbound = (uint8_t) !!inbound;
+	f->start_ms = w->now_ms;
+	if (getpeername(fd, (struct sockaddr *)&f->src, &sl))
+		f->src.sin6_family = 0;
+	if (dst)
+		memcpy(&f->dst, dst,
+		       dst->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(f->dst));
+	al_str(f->peer_id, sizeof(f->peer_id), peer_id);
+	/* the remote end as a workload when it is enrolled here (its labels go
+	 * into the series now; only its name is kept for the log line) */
+	psa = inbound ? (const struct sockaddr *)&f->src : (const struct sockaddr *)&f->dst;
+	if (w->inpod && psa->sa_family)
+		peer = inpod_lookup_addr(w->inpod, psa);
+	pw = peer ? &peer->w : NULL;
+	if (pw) {
+		al_str(f->peer_name, sizeof(f->peer_name), pw->name);
+		al_str(f->peer_ns, sizeof(f->peer_ns), pw->ns);
+	}
+	f->series = series_of(inbound ? METRICS_REPORTER_DESTINATION : METRICS_REPORTER_SOURCE, 1,
+	                      inbound ? pw : &pod->w, inbound ? &pod->w : pw,
+	                      f->peer_id[0] ? f->peer_id : NULL);
+	if (peer)
+		pod_put(peer);
+	metrics_conn_open(T.w[w->id].ms, f->series);
+	f->open = 1;
+}
+
+void telemetry_flow_bytes(struct worker *w, struct tm_flow *f, int to_tunnel, uint64_t n)
+{
+	/* outbound: into the tunnel is client -> server; inbound the reverse */
+	int c2s = !!to_tunnel != f->inbound;
+
+	if (!f->open || w->id >= T.n)
+		return;
+	if (c2s)
+		f->up += n;
+	else
+		f->down += n;
+	metrics_tcp_add(T.w[w->id].ms, f->series, c2s ? MT_RECEIVED_BYTES : MT_SENT_BYTES, n);
+}
+
+void telemetry_flow_flag(struct tm_flow *f, uint32_t rflags, int err)
+{
+	if (!f->open)
+		return;
+	f->rflags |= rflags & RF__ALL;
+	if (!f->err)
+		f->err = err < 0 ? -err : err;
+}
+
+static void flow_line(unsigned wid, const struct tm_flow *f, struct pod *pod, uint64_t dur)
+{
+	struct al_record *r = accesslog_reserve(wid, f->rflags);
+	struct al_peer *local, *remote;
+
+	if (!r)
+		return;
+	r->direction = f->inbound ? AL_INBOUND : AL_OUTBOUND;
+	r->mtls = 1;
+	local = f->inbound ? &r->dst : &r->src;
+	remote = f->inbound ? &r->src : &r->dst;
+	peer_fill(local, &pod->w, NULL);
+	al_str(remote->workload, sizeof(remote->workload), f->peer_name);
+	al_str(remote->ns, sizeof(remote->ns), f->peer_ns);
+	al_str(remote->identity, sizeof(remote->identity), f->peer_id);
+	if (f->src.sin6_family)
+		al_addr_from_sa(&r->src.addr, (const struct sockaddr *)&f->src);
+	if (f->dst.sin6_family)
+		al_addr_from_sa(&r->dst.addr, (const struct sockaddr *)&f->dst);
+	r->req_bytes = f->up;
+	r->resp_bytes = f->down;
+	r->duration_ms = dur;
+	r->response_flags = f->rflags;
+	if (f->err)
+		al_str(r->error, sizeof(r->error), strerrordesc_np(f->err));
+	else if (f->rflags & RF_DENY)
+		al_str(r->error, sizeof(r->error), "denied by authorization policy");
+	else if (f->rflags & RF_UF)
+		al_str(r->error, sizeof(r->error), "HBONE CONNECT refused");
+	accesslog_commit(wid);
+}
+
+void telemetry_flow_close(struct worker *w, struct tm_flow *f, struct pod *pod)
+{
+	if (!f->open || w->id >= T.n || !__atomic_load_n(&T.on, __ATOMIC_RELAXED))
+		return;
+	f->open = 0;
+	metrics_conn_close(T.w[w->id].ms, f->series, f->rflags);
+	flow_line(w->id, f, pod, w->now_ms - f->start_ms);
+}
+
+void telemetry_flow_refused(struct worker *w, struct pod *pod, int tfd,
+                            const struct sockaddr_storage *dst, const char *peer_id,
+                            uint32_t rflags)
+{
+	struct tm_flow f;
+
+	telemetry_flow_open(w, &f, pod, 1, tfd, dst, peer_id);
+	if (!f.open)
+		return;
+	f.rflags = rflags;
+	telemetry_flow_close(w, &f, pod);
+}
+
 /* ---- collectors ---------------------------------------------------------- */
 
 /* struct worker_stats, field by field (same order), as ambit_worker_* */

@@ -19,6 +19,7 @@
 #ifndef AMBIT_NP_TELEMETRY_H
 #define AMBIT_NP_TELEMETRY_H
 
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -67,5 +68,33 @@ void telemetry_conn_close(struct worker *w, struct conn *c);
  * @dst its original destination (NULL unknown). */
 void telemetry_refused(struct worker *w, struct pod *pod, struct pod *upod, int kind, int cfd,
                        const struct sockaddr_storage *dst, uint32_t rflags);
+
+/* An HBONE stream (mesh.c) is not a conn slot: its telemetry is embedded
+ * in the stream object and zeroed with it.  No pod reference is kept: the
+ * remote workload's name is copied at open. */
+struct tm_flow {
+	uint32_t series, rflags;
+	int err;
+	uint8_t open, inbound;
+	uint64_t start_ms, up, down; /* client -> server, server -> client */
+	struct sockaddr_in6 src, dst;
+	char peer_name[64], peer_ns[64]; /* "" unknown (not enrolled on this node) */
+	char peer_id[160];               /* the SPIFFE ID the handshake proved */
+};
+/* @pod's stream opened: outbound (@inbound 0: @fd the client socket, @dst
+ * its original destination, @peer_id the destination's ID) or inbound
+ * (@fd the tunnel socket, @dst the CONNECT authority, @peer_id the
+ * client's ID).  connection_security_policy mutual_tls. */
+void telemetry_flow_open(struct worker *w, struct tm_flow *f, struct pod *pod, int inbound, int fd,
+                         const struct sockaddr_storage *dst, const char *peer_id);
+/* @n plain bytes written into (@to_tunnel 1) or delivered out of the tunnel. */
+void telemetry_flow_bytes(struct worker *w, struct tm_flow *f, int to_tunnel, uint64_t n);
+void telemetry_flow_flag(struct tm_flow *f, uint32_t rflags, int err);
+/* The stream is freed (@pod its pod): closed counters, access log line. */
+void telemetry_flow_close(struct worker *w, struct tm_flow *f, struct pod *pod);
+/* A CONNECT refused before a stream existed (401 by policy). */
+void telemetry_flow_refused(struct worker *w, struct pod *pod, int tfd,
+                            const struct sockaddr_storage *dst, const char *peer_id,
+                            uint32_t rflags);
 
 #endif

@@ -267,6 +267,78 @@ def test_policy_denial_is_failed_with_deny(topo, bins, mode):
         proxy.stop_clean()
 
 
+def test_hbone_streams_count_as_mutual_tls(topo, bins):
+    """With [mesh] on, front -> back rides an HBONE tunnel: both reporters
+    count the streams exactly, with connection_security_policy mutual_tls
+    and the principals the handshake proved; a closed port is UF on both
+    sides (503 on the CONNECT); a policy denial is DENY (401)."""
+    from test_hbone_mesh import make_ca
+    n1 = topo.add_node("n1")
+    front = topo.add_pod(n1, "front")
+    back = topo.add_pod(n1, "back")
+    pdir = Path(topo.tmpdir) / "policies.d"
+    pdir.mkdir()
+    (pdir / "10-deny.ini").write_text(
+        f"[policy deny-8000]\nnamespace = {NS}\naction = DENY\n\n"
+        f"[rule deny-8000]\nports = 8000\n")
+    alog = Path(topo.tmpdir) / "access.log"
+    cfg = write_config(topo, access_log=str(alog))
+    with open(cfg, "a") as f:
+        f.write(f"[mesh]\nca_dir = {make_ca(topo, bins)}\n[policy]\npolicies_dir = {pdir}\n")
+    proxy = Proxy(topo, bins, n1, extra=["--config", cfg])
+    try:
+        enrol(topo, bins, n1, proxy, front, "front-sa")
+        enrol(topo, bins, n1, proxy, back, "back-sa")
+        back.popen([PYTHON, "-c", _SERVER, "9000", str(R)])
+        back.popen([PYTHON, "-c", _SERVER, "8000", str(R)])
+        time.sleep(0.3)
+        N = 5
+        assert run_client(front, back.ip, 9000, N, K) == [R] * N
+        want = labels_of(front, back)
+        want["connection_security_policy"] = "mutual_tls"
+        for rep in ("source", "destination"):
+            fams, data = wait_closed(proxy, rep, N, **want)
+            assert tcp(fams, "istio_tcp_connections_opened_total", reporter=rep, **want) == N
+            assert tcp(fams, "istio_tcp_connections_closed_total", reporter=rep,
+                       response_flags="-", **want) == N, rep
+            assert tcp(fams, "istio_tcp_received_bytes_total", reporter=rep, **want) == N * K
+            assert tcp(fams, "istio_tcp_sent_bytes_total", reporter=rep, **want) == N * R
+        assert tcp(fams, "istio_tcp_connections_opened_total",
+                   connection_security_policy="none") == 0  # nothing went in plaintext
+        assert tcp(fams, "ambit_hbone_handshakes_total", role="client") >= 1
+        assert tcp(fams, "ambit_hbone_handshakes_total", role="server") >= 1
+        lines = log_lines(alog, 2 * N)
+        assert len(lines) == 2 * N, lines
+        for l in lines:
+            assert l["connection_security_policy"] == "mutual_tls", l
+            assert l["src_identity"] == f"spiffe://{TD}/ns/{NS}/sa/front-sa", l
+            assert l["dst_identity"] == f"spiffe://{TD}/ns/{NS}/sa/back-sa", l
+            assert (l["src_workload"], l["dst_workload"]) == ("front", "back"), l
+            assert l["response_flags"] == "-" and l["dst_addr"] == f"{back.ip}:9000", l
+            out = l["direction"] == "outbound"
+            assert l["bytes_sent"] == (K if out else R) and l["bytes_received"] == (R if out else K), l
+        # closed port: the destination cannot connect the app (503): UF both sides
+        r = front.run(["curl", "-sS", "--max-time", "5", f"http://{back.ip}:9/"], check=False)
+        assert r.returncode != 0
+        for rep in ("source", "destination"):
+            fams, _ = wait_closed(proxy, rep, 1, response_flags="UF", **want)
+            assert tcp(fams, "istio_tcp_connections_failed_total", reporter=rep,
+                       response_flags="UF", **want) == 1, rep
+        # denied by the destination's policy (401): DENY both sides
+        r = front.run(["curl", "-sS", "--max-time", "5", f"http://{back.ip}:8000/"], check=False)
+        assert r.returncode != 0
+        for rep in ("source", "destination"):
+            fams, _ = wait_closed(proxy, rep, 1, response_flags="DENY", **want)
+            assert tcp(fams, "istio_tcp_connections_failed_total", reporter=rep,
+                       response_flags="DENY", **want) == 1, rep
+        lines = log_lines(alog, 2 * N + 4)
+        flags = sorted((l["direction"], l["response_flags"]) for l in lines[2 * N:])
+        assert flags == [("inbound", "DENY"), ("inbound", "UF"), ("outbound", "DENY"),
+                         ("outbound", "UF")], lines[2 * N:]
+    finally:
+        proxy.stop_clean()
+
+
 def test_logging_switches_at_run_time(shop):
     n1, front, back, proxy, alog = shop
     assert run_client(front, back.ip, 9000, 1, 10) == [R]
