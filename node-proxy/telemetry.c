@@ -18,6 +18,7 @@
 #include "node-proxy/hbone.h"
 #include "node-proxy/inpod.h"
 #include "node-proxy/log.h"
+#include "node-proxy/mesh.h"
 #include "node-proxy/metrics.h"
 #include "node-proxy/pod.h"
 #include "node-proxy/tls.h"
@@ -536,6 +537,18 @@ static void collect_handshakes(void *arg, struct metrics_emitter *e)
 	}
 }
 
+/* The HBONE pool's counters live in mesh.c's per-worker stats: read them
+ * from its /stats object at scrape time (rare) rather than count twice. */
+static void collect_mesh(void *arg, struct metrics_emitter *e)
+{
+	json_t *o = mesh_stats_json(), *v;
+
+	if (o && json_is_true(json_object_get(o, "enabled")) &&
+	    (v = json_object_get(o, (const char *)arg)) && json_is_integer(v))
+		metrics_emit(e, NULL, (double)json_integer_value(v));
+	json_decref(o);
+}
+
 static int register_collectors(void)
 {
 	static const char *const wl[] = { "worker", NULL };
@@ -558,6 +571,15 @@ static int register_collectors(void)
 	if (!rc)
 		rc = metrics_family_set_collector(metrics_std(MS_WORKER_CQES), collect_nothing,
 		                                  NULL);
+	if (!rc)
+		rc = metrics_family_set_collector(metrics_std(MS_POOL_CONNECTIONS), collect_mesh,
+		                                  (void *)"pool_conns");
+	if (!rc)
+		rc = metrics_family_set_collector(metrics_std(MS_POOL_STREAMS), collect_mesh,
+		                                  (void *)"pool_streams");
+	if (!rc)
+		rc = metrics_family_set_collector(metrics_std(MS_POOL_CONNECTIONS_OPENED),
+		                                  collect_mesh, (void *)"tunnels_dialled");
 	if (!rc)
 		rc = metrics_family_set_collector(metrics_std(MS_HANDSHAKES), collect_handshakes,
 		                                  NULL);

@@ -307,6 +307,8 @@ def test_hbone_streams_count_as_mutual_tls(topo, bins):
                    connection_security_policy="none") == 0  # nothing went in plaintext
         assert tcp(fams, "ambit_hbone_handshakes_total", role="client") >= 1
         assert tcp(fams, "ambit_hbone_handshakes_total", role="server") >= 1
+        assert sample(fams, "ambit_pool_connections_opened_total") >= 1
+        assert sample(fams, "ambit_pool_connections") >= 0
         lines = log_lines(alog, 2 * N)
         assert len(lines) == 2 * N, lines
         for l in lines:
