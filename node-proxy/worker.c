@@ -16,6 +16,7 @@
 #include "node-proxy/mesh.h"
 #include "node-proxy/pod.h"
 #include "node-proxy/registry.h"
+#include "node-proxy/telemetry.h"
 #include "node-proxy/worker-t.h"
 
 #define TICK_MS 100
@@ -255,6 +256,7 @@ static void on_tick(struct worker *w)
 			} else if (c->state == CS_OPEN && w->cfg.idle_ms &&
 			           w->now_ms - c->last_ms >= w->cfg.idle_ms) {
 				STAT_ADD(w, idle_timeouts, 1);
+				telemetry_conn_flag(w, c, RF_SI, 0); /* response_flags SI */
 				conn_abort(w, c, 0);
 			}
 		}

@@ -341,6 +341,33 @@ def test_hbone_streams_count_as_mutual_tls(topo, bins):
         proxy.stop_clean()
 
 
+def test_idle_timeout_is_si(topo, bins):
+    n1 = topo.add_node("n1")
+    front = topo.add_pod(n1, "front")
+    back = topo.add_pod(n1, "back")
+    alog = Path(topo.tmpdir) / "access.log"
+    cfg = write_config(topo, access_log=str(alog))
+    proxy = Proxy(topo, bins, n1, extra=["--config", cfg, "--idle-timeout", "300ms"])
+    try:
+        enrol(topo, bins, n1, proxy, front, "front-sa")
+        enrol(topo, bins, n1, proxy, back, "back-sa")
+        back.popen([PYTHON, "-c", _SERVER, "9000", str(R)])
+        time.sleep(0.3)
+        # connect, send nothing, wait for the proxy to close it
+        r = front.run([PYTHON, "-c", "import socket,sys; c=socket.create_connection((sys.argv[1], 9000));"
+                       "c.settimeout(5); print(len(c.recv(10)))", back.ip], timeout=20)
+        assert r.stdout.strip() == "0"  # closed by node-proxy, no bytes
+        want = labels_of(front, back)
+        fams, _ = wait_closed(proxy, "source", 1, response_flags="SI", **want)
+        assert tcp(fams, "istio_tcp_connections_closed_total", reporter="source",
+                   response_flags="SI", **want) == 1
+        assert tcp(fams, "istio_tcp_connections_failed_total") == 0  # SI is not a failure
+        lines = log_lines(alog, 2)
+        assert lines and all(l["response_flags"] == "SI" for l in lines), lines
+    finally:
+        proxy.stop_clean()
+
+
 def test_logging_switches_at_run_time(shop):
     n1, front, back, proxy, alog = shop
     assert run_client(front, back.ip, 9000, 1, 10) == [R]
