@@ -536,6 +536,7 @@ static int on_stream_request(struct hbone_conn *c, void *arg, int32_t sid,
 	memcpy(&s->dst, &req->dst, req->dst_len);
 	s->dst_len = req->dst_len;
 	telemetry_flow_open(mw->w, &s->tm, t->h.pod, 1, t->h.fd, &req->dst, req->peer_id);
+	telemetry_flow_trace(&s->tm, req->traceparent, req->baggage);
 	MSTAT(mw, streams_active, 1);
 	s->last_ms = s->start_ms = mw->w->now_ms;
 	__atomic_fetch_add(&s->h.pod->conns, 1, __ATOMIC_RELAXED); /* /workloads */
@@ -1124,6 +1125,7 @@ int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct socka
 	snprintf(fwd, sizeof(fwd), "for=\"%s\"", peer);
 	snprintf(tp, sizeof(tp), "00-%016llx%016llx-%016llx-01", (unsigned long long)rnd(mw),
 	         (unsigned long long)rnd(mw), (unsigned long long)(rnd(mw) | 1));
+	telemetry_flow_trace(&s->tm, tp, NULL); /* the access log joins the two hops */
 	struct hbone_header hdrs[2] = { { "forwarded", fwd }, { "traceparent", tp } };
 	if (hbone_stream_open(t->hc, authority, hdrs, 2, s, &sid)) {
 		/* not attached: free it through the normal path */

@@ -366,6 +366,14 @@ void telemetry_flow_open(struct worker *w, struct tm_flow *f, struct pod *pod, i
 	f->open = 1;
 }
 
+void telemetry_flow_trace(struct tm_flow *f, const char *traceparent, const char *baggage)
+{
+	if (!f->open)
+		return;
+	al_str(f->traceparent, sizeof(f->traceparent), traceparent);
+	al_str(f->baggage, sizeof(f->baggage), baggage);
+}
+
 void telemetry_flow_bytes(struct worker *w, struct tm_flow *f, int to_tunnel, uint64_t n)
 {
 	/* outbound: into the tunnel is client -> server; inbound the reverse */
@@ -408,6 +416,8 @@ static void flow_line(unsigned wid, const struct tm_flow *f, struct pod *pod, ui
 		al_addr_from_sa(&r->src.addr, (const struct sockaddr *)&f->src);
 	if (f->dst.sin6_family)
 		al_addr_from_sa(&r->dst.addr, (const struct sockaddr *)&f->dst);
+	al_str(r->traceparent, sizeof(r->traceparent), f->traceparent);
+	al_str(r->baggage, sizeof(r->baggage), f->baggage);
 	r->req_bytes = f->up;
 	r->resp_bytes = f->down;
 	r->duration_ms = dur;

@@ -78,8 +78,9 @@ struct tm_flow {
 	uint8_t open, inbound;
 	uint64_t start_ms, up, down; /* client -> server, server -> client */
 	struct sockaddr_in6 src, dst;
-	char peer_name[64], peer_ns[64]; /* "" unknown (not enrolled on this node) */
-	char peer_id[160];               /* the SPIFFE ID the handshake proved */
+	char peer_name[64], peer_ns[64];    /* "" unknown (not enrolled on this node) */
+	char peer_id[160];                  /* the SPIFFE ID the handshake proved */
+	char traceparent[64], baggage[256]; /* W3C trace context sent / received */
 };
 /* @pod's stream opened: outbound (@inbound 0: @fd the client socket, @dst
  * its original destination, @peer_id the destination's ID) or inbound
@@ -87,6 +88,8 @@ struct tm_flow {
  * client's ID).  connection_security_policy mutual_tls. */
 void telemetry_flow_open(struct worker *w, struct tm_flow *f, struct pod *pod, int inbound, int fd,
                          const struct sockaddr_storage *dst, const char *peer_id);
+/* The W3C trace context the CONNECT carried (NULL: none), for the log. */
+void telemetry_flow_trace(struct tm_flow *f, const char *traceparent, const char *baggage);
 /* @n plain bytes written into (@to_tunnel 1) or delivered out of the tunnel. */
 void telemetry_flow_bytes(struct worker *w, struct tm_flow *f, int to_tunnel, uint64_t n);
 void telemetry_flow_flag(struct tm_flow *f, uint32_t rflags, int err);

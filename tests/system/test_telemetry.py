@@ -10,6 +10,7 @@ connection and reporter, failed ones included (UF for a closed port);
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -319,6 +320,12 @@ def test_hbone_streams_count_as_mutual_tls(topo, bins):
             assert l["response_flags"] == "-" and l["dst_addr"] == f"{back.ip}:9000", l
             out = l["direction"] == "outbound"
             assert l["bytes_sent"] == (K if out else R) and l["bytes_received"] == (R if out else K), l
+        # trace context: the source sends traceparent, the destination logs
+        # the same one, so the two hops of each connection join
+        tps = {d: sorted(l["traceparent"] for l in lines if l["direction"] == d)
+               for d in ("outbound", "inbound")}
+        assert all(re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", t) for t in tps["outbound"]), tps
+        assert tps["outbound"] == tps["inbound"] and len(set(tps["outbound"])) == N, tps
         # closed port: the destination cannot connect the app (503): UF both sides
         r = front.run(["curl", "-sS", "--max-time", "5", f"http://{back.ip}:9/"], check=False)
         assert r.returncode != 0
