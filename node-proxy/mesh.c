@@ -1149,8 +1149,13 @@ fail:
 	close_rst(cfd);
 	return 0;
 plain:
-	if (w->mesh)
-		MSTAT(w->mesh, outbound_plain, 1);
+	/* Counted in the worker's stats slot, which exists whether or not
+	 * this worker has dialled a tunnel yet (w->mesh is created lazily). */
+	{
+		struct mstats *st = &g.st[w->id % POD_MAX_WORKERS];
+
+		__atomic_store_n(&st->outbound_plain, st->outbound_plain + 1, __ATOMIC_RELAXED);
+	}
 	return -ENOENT;
 }
 
