@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,31 @@ static json_t *stats_json(const struct worker_stats *s)
 	for (size_t i = 0; i < sizeof(stat_names) / sizeof(stat_names[0]); i++)
 		json_object_set_new(o, stat_names[i], json_integer((json_int_t)v[i]));
 	return o;
+}
+
+/*
+ * /config_dump: what this node-proxy is enforcing right now, in one JSON
+ * object for operators and support bundles: the enrolled workloads, the
+ * SVIDs it holds (SPIFFE ID, serial, validity - public data only; private
+ * keys live in locked memory and are never serialised), and the policy and
+ * service state with its last reload result.
+ */
+static json_t *get_config_dump(struct admin *a)
+{
+	json_t *mesh = mesh_stats_json();
+	json_t *j = json_object();
+
+	json_object_set_new(j, "workloads", inpod_workloads_json(a->src.inpod));
+	if (mesh) {
+		json_t *ids = json_object_get(mesh, "identities");
+		json_t *en = json_object_get(mesh, "enabled");
+
+		json_object_set_new(j, "certificates", ids ? json_incref(ids) : json_array());
+		json_object_set_new(j, "mesh_enabled", en ? json_incref(en) : json_false());
+		json_decref(mesh);
+	}
+	json_object_set_new(j, "authorization", authz_stats_json());
+	return j;
 }
 
 static json_t *get_stats(struct admin *a)
@@ -205,13 +231,22 @@ static void serve(struct admin *a, int fd, int admin_port)
 		respond(fd, 400, "text/plain", "bad request\n");
 		return;
 	}
-	if (strcmp(method, "GET") != 0) {
-		respond(fd, 405, "text/plain", "only GET\n");
-		return;
-	}
 	char *q = strchr(path, '?');
 	if (q)
 		*q = '\0';
+	if (admin_port && strcmp(path, "/quitquitquit") == 0 &&
+	    (strcmp(method, "POST") == 0 || strcmp(method, "GET") == 0)) {
+		/* Same path as SIGTERM: main's sigwait starts the graceful drain
+		 * (listeners closed, connections drained within drain_timeout). */
+		respond(fd, 200, "text/plain", "draining\n");
+		log_info("event=quitquitquit");
+		kill(getpid(), SIGTERM);
+		return;
+	}
+	if (strcmp(method, "GET") != 0) {
+		respond(fd, 405, "text/plain", "only GET (and POST /quitquitquit)\n");
+		return;
+	}
 	if (strcmp(path, "/healthz/ready") == 0) {
 		if (a->src.ready(a->src.arg))
 			respond(fd, 200, "text/plain", "ready\n");
@@ -225,6 +260,8 @@ static void serve(struct admin *a, int fd, int admin_port)
 		respond_json(fd, get_connections(a));
 	} else if (strcmp(path, "/stats") == 0) {
 		respond_json(fd, get_stats(a));
+	} else if (strcmp(path, "/config_dump") == 0) {
+		respond_json(fd, get_config_dump(a));
 	} else if (strcmp(path, "/logging") == 0) {
 		char msg[256];
 		int code = telemetry_logging(q ? q + 1 : "", msg, sizeof(msg));

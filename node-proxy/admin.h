@@ -2,7 +2,8 @@
  * admin: node-proxy's small HTTP/1.1 admin and readiness server.
  *
  * One thread with poll(2), off the data path.  127.0.0.1:<admin> serves
- * GET /healthz/ready, /workloads, /connections and /stats (JSON);
+ * GET /healthz/ready, /workloads, /connections, /stats, /config_dump
+ * (JSON), /logging?..., and POST /quitquitquit (graceful drain, as SIGTERM);
  * 0.0.0.0:<readiness> serves GET /healthz/ready only (200 once state is
  * restored and listeners are up, else 503).  Both live in the node netns.
  * One request per connection (Connection: close); requests are bounded
