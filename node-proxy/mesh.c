@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "node-proxy/accesslog.h"
 #include "node-proxy/authz.h"
 #include "node-proxy/hbone.h"
 #include "node-proxy/identity.h"
@@ -1125,9 +1126,27 @@ int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct socka
 	snprintf(fwd, sizeof(fwd), "for=\"%s\"", peer);
 	snprintf(tp, sizeof(tp), "00-%016llx%016llx-%016llx-01", (unsigned long long)rnd(mw),
 	         (unsigned long long)rnd(mw), (unsigned long long)(rnd(mw) | 1));
-	telemetry_flow_trace(&s->tm, tp, NULL); /* the access log joins the two hops */
-	struct hbone_header hdrs[2] = { { "forwarded", fwd }, { "traceparent", tp } };
-	if (hbone_stream_open(t->hc, authority, hdrs, 2, s, &sid)) {
+	/* W3C baggage with the source workload's metadata, so the destination
+	 * side can log (and label) who called without a registry lookup. */
+	struct al_baggage bg;
+	char bag[AL_BAGGAGE_BUILD_MAX];
+	size_t bagl;
+	memset(&bg, 0, sizeof(bg));
+	al_str(bg.ns, sizeof(bg.ns), pod->w.ns);
+	al_str(bg.workload, sizeof(bg.workload), pod->w.name);
+	al_str(bg.workload_type, sizeof(bg.workload_type), "pod");
+	for (unsigned i = 0; i < pod->w.n_labels && i < WL_MAX_LABELS; i++) {
+		if (strcmp(pod->w.labels[i].key, "app") == 0)
+			al_str(bg.service, sizeof(bg.service), pod->w.labels[i].val);
+		else if (strcmp(pod->w.labels[i].key, "version") == 0)
+			al_str(bg.version, sizeof(bg.version), pod->w.labels[i].val);
+	}
+	bagl = al_baggage_build(&bg, bag, sizeof(bag));
+	telemetry_flow_trace(&s->tm, tp, bagl ? bag : NULL); /* the access log joins the two hops */
+	struct hbone_header hdrs[3] = { { "forwarded", fwd },
+		                        { "traceparent", tp },
+		                        { "baggage", bag } };
+	if (hbone_stream_open(t->hc, authority, hdrs, bagl ? 3 : 2, s, &sid)) {
 		/* not attached: free it through the normal path */
 		s->detached = 1;
 		obj_close(mw, &s->h, 1);

@@ -326,6 +326,12 @@ def test_hbone_streams_count_as_mutual_tls(topo, bins):
                for d in ("outbound", "inbound")}
         assert all(re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", t) for t in tps["outbound"]), tps
         assert tps["outbound"] == tps["inbound"] and len(set(tps["outbound"])) == N, tps
+        # baggage: the source workload's metadata travels with each CONNECT
+        # and the destination side records it
+        for l in lines:
+            if l["direction"] == "inbound":
+                assert "k8s.pod.name=front" in l["baggage"], l
+                assert f"k8s.namespace.name={NS}" in l["baggage"], l
         # closed port: the destination cannot connect the app (503): UF both sides
         r = front.run(["curl", "-sS", "--max-time", "5", f"http://{back.ip}:9/"], check=False)
         assert r.returncode != 0
