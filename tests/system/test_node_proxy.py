@@ -663,7 +663,11 @@ def test_backpressure_bounds_buffers(topo, bins, mode, recv):
     proxy = Proxy(topo, bins, n1, extra=MODES[mode] + ["--config", cfg])
     for p in (a, b):
         enrol(topo, bins, n1, p, proxy)
-    total = 32 << 20
+    # Large enough that the kernel socket buffers along the chain (a few MB
+    # each with autotuning, four to six sockets over two hops) cannot hold
+    # half of it: the bytes check below then tells a stalled proxy from one
+    # that read ahead.  32 MiB was marginal (38 MB counted once in CI).
+    total = 128 << 20
     serve(b, _STALLING_SINK, 9006, 3)
     wait_port(b, 9006)
     p = a.popen([PYTHON, "-c", _BULK_SENDER, b.ip, "9006", str(total)], stdout=subprocess.PIPE,
