@@ -34,14 +34,13 @@
 
 #define REG_MAX 4096 /* workloads known as service endpoints */
 
-/* A balanced connection's claim, by conn slot index (per worker). */
+/* A balanced plaintext connection's claim, by conn slot index (per
+ * worker); @bo the backoff timeout the kernel reads when the retry's
+ * linked chain is submitted (it must outlive the submission). */
 struct svc_slot {
-	struct svc_ticket t;
-	struct svc_endpoint *ep; /* NULL between a failed connect and the next pick */
-	struct svc_tried tried;
-	struct sockaddr_in6 vip; /* what the client asked for (sockaddr_in for v4) */
+	struct svc_claim cl;
+	struct __kernel_timespec bo;
 	uint16_t gen;
-	uint8_t used, retries_left;
 };
 
 /* One per worker (indexed by worker id), written by that worker only. */
@@ -571,7 +570,7 @@ static struct svc_slot *slot_of(struct worker *w, struct conn *c)
 	if (!a->slots || c->idx >= w->cfg.max_conns)
 		return NULL;
 	s = &a->slots[c->idx];
-	return s->used && s->gen == c->gen ? s : NULL;
+	return s->cl.used && s->gen == c->gen ? s : NULL;
 }
 
 /* Pick an endpoint of @svc not in @tried and point @dst at it (the VIP's
@@ -629,50 +628,119 @@ static const struct service *lookup(struct authz_w *a, const struct sockaddr_sto
 	return services_lookup(ss, &vip, port, target);
 }
 
-int authz_service(struct worker *w, struct conn *c, struct sockaddr_storage *dst)
+int authz_service_claim(struct worker *w, struct svc_claim *cl, struct sockaddr_storage *dst)
 {
 	struct authz_w *a;
 	const struct service *svc;
-	struct svc_slot *s;
 	struct svc_ticket t;
 	struct svc_endpoint *ep = NULL;
-	struct sockaddr_in6 vip;
 	uint16_t target;
 
+	cl->used = 0;
 	if (!g.cw)
 		return 0;
 	a = aw_of(w);
 	svc = lookup(a, dst, &target);
 	if (!svc)
 		return 0;
-	if (!a->slots) {
-		a->slots = calloc(w->cfg.max_conns, sizeof(*a->slots));
-		if (!a->slots)
-			return -ENOMEM;
-	}
 	if (services_acquire(svc, &t)) {
 		CNT_ADD(a->svc_refused, 1);
 		log_info("event=service_refused service=%s reason=%s", svc->id,
 		         services_refusal_str(t.refused));
 		return -EBUSY;
 	}
-	s = &a->slots[c->idx];
-	memset(&s->tried, 0, sizeof(s->tried));
-	memcpy(&vip, dst, dst->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(vip));
-	if (pick_endpoint(w, svc, &s->tried, target, dst, &ep)) {
+	memset(&cl->tried, 0, sizeof(cl->tried));
+	memset(&cl->vip, 0, sizeof(cl->vip));
+	memcpy(&cl->vip, dst,
+	       dst->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(cl->vip));
+	if (pick_endpoint(w, svc, &cl->tried, target, dst, &ep)) {
 		services_release(&t);
 		CNT_ADD(a->svc_no_endpoint, 1);
 		log_info("event=service_no_endpoint service=%s", svc->id);
 		return -EHOSTUNREACH;
 	}
-	s->t = t;
-	s->ep = ep;
-	s->vip = vip;
-	s->gen = c->gen;
-	s->used = 1;
-	s->retries_left =
+	cl->t = t;
+	cl->ep = ep;
+	cl->used = 1;
+	cl->attempt = 0;
+	cl->retries_left =
 	    (uint8_t)(svc->retries < SVC_MAX_RETRIES ? svc->retries : SVC_MAX_RETRIES);
 	CNT_ADD(a->svc_routed, 1);
+	return 1;
+}
+
+int authz_claim_failed(struct worker *w, struct svc_claim *cl, struct sockaddr_storage *dst,
+                       unsigned *backoff_ms)
+{
+	struct authz_w *a = aw_of(w);
+	const struct service *svc;
+	struct svc_endpoint *ep = NULL;
+	uint16_t target;
+
+	*backoff_ms = 0;
+	if (!g.cw || !cl->used || !cl->ep)
+		return 0;
+	services_report(cl->ep, false, w->now_ms); /* towards ejection */
+	services_done(cl->ep);
+	cl->ep = NULL;
+	CNT_ADD(a->svc_connect_failed, 1);
+	if (cl->retries_left && !w->stopping) {
+		cl->retries_left--;
+		cl->attempt++;
+		memset(dst, 0, sizeof(*dst));
+		memcpy(dst, &cl->vip,
+		       cl->vip.sin6_family == AF_INET ? sizeof(struct sockaddr_in)
+		                                      : sizeof(struct sockaddr_in6));
+		/* the set in force now: a reload may have changed the service */
+		svc = lookup(a, dst, &target);
+		if (!svc || pick_endpoint(w, svc, &cl->tried, target, dst, &ep))
+			return 0;
+		cl->ep = ep;
+		CNT_ADD(a->svc_retries, 1);
+		*backoff_ms = cl->attempt * svc->retry_backoff_ms;
+		return 1;
+	}
+	return 0;
+}
+
+void authz_claim_ok(struct worker *w, struct svc_claim *cl)
+{
+	if (!g.cw || !cl->used || !cl->ep)
+		return;
+	services_report(cl->ep, true, w->now_ms);
+	services_connected(&cl->t);
+}
+
+void authz_claim_release(struct worker *w, struct svc_claim *cl)
+{
+	(void)w;
+	if (!cl->used)
+		return;
+	if (cl->ep)
+		services_done(cl->ep);
+	cl->ep = NULL;
+	services_release(&cl->t);
+	cl->used = 0;
+}
+
+int authz_service_attach(struct worker *w, struct conn *c, struct svc_claim *cl)
+{
+	struct authz_w *a = aw_of(w);
+	struct svc_slot *s;
+
+	if (!cl->used)
+		return 0;
+	if (!a->slots) {
+		a->slots = calloc(w->cfg.max_conns, sizeof(*a->slots));
+		if (!a->slots) {
+			authz_claim_release(w, cl);
+			return -ENOMEM;
+		}
+	}
+	s = &a->slots[c->idx];
+	s->cl = *cl;
+	s->gen = c->gen;
+	cl->used = 0; /* moved */
 	return 0;
 }
 
@@ -722,40 +790,27 @@ fail:
 int authz_service_retry(struct worker *w, struct conn *c)
 {
 	struct svc_slot *s = g.cw ? slot_of(w, c) : NULL;
-	struct authz_w *a = aw_of(w);
 	struct sockaddr_storage dst;
-	const struct service *svc;
 	struct io_uring_sqe *sqe;
-	struct svc_endpoint *ep = NULL;
 	struct pod *upod = NULL;
-	uint16_t target;
+	unsigned backoff;
 	socklen_t dlen;
 	int fd;
 
-	if (!s || !s->ep)
+	if (!s || !s->cl.ep)
 		return 0;
-	services_report(s->ep, false, w->now_ms); /* towards ejection */
-	services_done(s->ep);
-	s->ep = NULL;
-	CNT_ADD(a->svc_connect_failed, 1);
 	/* preserve_source needs conn.c's transparent socket: no retry then */
-	if (!s->retries_left || w->cfg.preserve_source || w->stopping)
-		return 0;
-	s->retries_left--;
-	dlen = s->vip.sin6_family == AF_INET ? sizeof(struct sockaddr_in)
-	                                     : sizeof(struct sockaddr_in6);
-	memset(&dst, 0, sizeof(dst));
-	memcpy(&dst, &s->vip, dlen);
-	svc = lookup(a, &dst, &target);
-	if (!svc || pick_endpoint(w, svc, &s->tried, target, &dst, &ep))
+	if (w->cfg.preserve_source)
+		s->cl.retries_left = 0;
+	if (!authz_claim_failed(w, &s->cl, &dst, &backoff))
 		return 0;
 	fd = retry_socket(w, c, &dst, &upod);
 	if (fd < 0) {
-		services_done(ep);
+		services_done(s->cl.ep); /* never tried: not a failure of it */
+		s->cl.ep = NULL;
 		return 0;
 	}
-	s->ep = ep;
-	CNT_ADD(a->svc_retries, 1);
+	dlen = dst.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 	/* the failed connect completed: nothing is in flight on the old fd */
 	close(c->ep[1].fd);
 	c->ep[1].fd = fd;
@@ -767,6 +822,17 @@ int authz_service_retry(struct worker *w, struct conn *c)
 	if (upod)
 		__atomic_fetch_add(&upod->conns, 1, __ATOMIC_RELAXED);
 	memcpy(&c->dst, &dst, dlen);
+	if (backoff) {
+		/* wait, then connect: a hard link, so the timer's -ETIME does
+		 * not cancel the connect behind it */
+		s->bo.tv_sec = backoff / 1000;
+		s->bo.tv_nsec = (long long)(backoff % 1000) * 1000000;
+		sqe = worker_sqe(w);
+		io_uring_sqe_set_data64(sqe, ud_pack(OP_LINK_TIMEOUT, 1, c->idx, c->gen));
+		c->inflight++;
+		io_uring_prep_timeout(sqe, &s->bo, 0, 0);
+		sqe->flags |= IOSQE_IO_HARDLINK;
+	}
 	sqe = worker_sqe(w);
 	io_uring_sqe_set_data64(sqe, ud_pack(OP_CONNECT, 1, c->idx, c->gen));
 	c->inflight++;
@@ -783,25 +849,29 @@ void authz_service_connected(struct worker *w, struct conn *c, int ok)
 {
 	struct svc_slot *s = g.cw ? slot_of(w, c) : NULL;
 
-	if (!s || !s->ep)
+	if (!s || !s->cl.ep)
 		return;
-	services_report(s->ep, ok, w->now_ms);
-	if (ok)
-		services_connected(&s->t);
-	else
+	if (ok) {
+		authz_claim_ok(w, &s->cl);
+	} else {
+		services_report(s->cl.ep, false, w->now_ms);
 		CNT_ADD(aw_of(w)->svc_connect_failed, 1);
+	}
+}
+
+int authz_service_retried(struct worker *w, struct conn *c)
+{
+	struct svc_slot *s = g.cw ? slot_of(w, c) : NULL;
+
+	return s && s->cl.attempt > 0;
 }
 
 void authz_conn_closed(struct worker *w, struct conn *c)
 {
 	struct svc_slot *s = g.cw ? slot_of(w, c) : NULL;
 
-	if (!s)
-		return;
-	if (s->ep)
-		services_done(s->ep);
-	services_release(&s->t);
-	s->used = 0;
+	if (s)
+		authz_claim_release(w, &s->cl);
 }
 
 /* ---- admin ------------------------------------------------------------------ */

@@ -32,6 +32,8 @@
 #include <sys/socket.h>
 
 #include "node-proxy/policy.h"
+#include "node-proxy/services.h"
+#include <netinet/in.h>
 
 struct np_config;
 struct pod;
@@ -74,24 +76,49 @@ void authz_tick(struct worker *w);
 
 /*
  * Services (services.d): endpoints are the workloads enrolled on this node
- * (authz_pod_add/del from the control plane).  An outbound connection @c to
- * a service VIP:port gets a circuit-breaker claim and an endpoint: *@dst is
- * rewritten to the endpoint's address and target port.  0 (a VIP or not),
- * -EBUSY (circuit breaker) or -EHOSTUNREACH (no endpoint): reset the client.
- * authz_service_connected() reports the connect outcome (outlier
- * ejection), authz_conn_closed() releases the claim; both are no-ops for
- * a connection that was not balanced.
+ * (authz_pod_add/del from the control plane).  An outbound connection to a
+ * service VIP:port takes a claim: a circuit-breaker ticket and an endpoint,
+ * its address written over the destination.  The claim travels with the
+ * connection: conn.c parks it in a per-worker slot by conn index
+ * (authz_service_attach), mesh.c keeps it in the HBONE stream.  Whoever
+ * holds it reports each attempt's outcome (outlier ejection) and releases
+ * it once, when the connection is over.
  */
 struct conn;
 struct sockaddr_storage;
+struct svc_claim {
+	struct svc_ticket t;
+	struct svc_endpoint *ep; /* NULL between a failed attempt and the next pick */
+	struct svc_tried tried;
+	struct sockaddr_in6 vip; /* what the client asked for (sockaddr_in for v4) */
+	uint8_t used, attempt, retries_left;
+};
 int authz_pod_add(const struct workload *w);
 void authz_pod_del(const char *uid);
-int authz_service(struct worker *w, struct conn *c, struct sockaddr_storage *dst);
+/* Outbound @dst: 0 not a VIP (@cl unused), 1 claimed and *@dst rewritten,
+ * -EBUSY (circuit breaker) or -EHOSTUNREACH (no endpoint): reset the client. */
+int authz_service_claim(struct worker *w, struct svc_claim *cl, struct sockaddr_storage *dst);
+/* The attempt on the claimed endpoint failed (counted towards its
+ * ejection).  Within the service's retries, another endpoint is picked into
+ * *@dst and 1 returned; *@backoff_ms is the wait before that attempt
+ * (attempt n waits n x retry_backoff_ms).  0: no more attempts. */
+int authz_claim_failed(struct worker *w, struct svc_claim *cl, struct sockaddr_storage *dst,
+                       unsigned *backoff_ms);
+/* The attempt succeeded (resets the endpoint's failure count). */
+void authz_claim_ok(struct worker *w, struct svc_claim *cl);
+/* The connection is over.  Idempotent; a no-op for an unused claim. */
+void authz_claim_release(struct worker *w, struct svc_claim *cl);
+
+/* conn.c's side: @c takes over claim @cl (0, or -ENOMEM: @cl released). */
+int authz_service_attach(struct worker *w, struct conn *c, struct svc_claim *cl);
 void authz_service_connected(struct worker *w, struct conn *c, int ok);
 /* The connect of balanced @c failed: report it and, within the service's
  * retries, reconnect @c to another endpoint (new upstream socket, connect
- * submitted).  1 when retrying, 0 when the caller should fail @c. */
+ * submitted after the backoff).  1 when retrying, 0 when the caller should
+ * fail @c. */
 int authz_service_retry(struct worker *w, struct conn *c);
+/* 1 when balanced @c was retried on another endpoint (flag URX on failure) */
+int authz_service_retried(struct worker *w, struct conn *c);
 void authz_conn_closed(struct worker *w, struct conn *c);
 
 /* The "authz" object of the admin /stats (new reference). */

@@ -365,7 +365,8 @@ static void on_connect(struct worker *w, struct conn *c, int res)
 		log_debug("event=connect_failed conn=%u err=%d", c->idx, -res);
 		if (authz_service_retry(w, c))
 			return; /* a service VIP: another endpoint is being tried */
-		telemetry_conn_flag(w, c, RF_UF, res == -ECANCELED ? ETIMEDOUT : res);
+		telemetry_conn_flag(w, c, RF_UF | (authz_service_retried(w, c) ? RF_URX : 0),
+		                    res == -ECANCELED ? ETIMEDOUT : res);
 		authz_service_connected(w, c, 0);
 		conn_abort(w, c, 1);
 		return;
@@ -486,6 +487,7 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 	struct sockaddr_storage dst;
 	struct io_uring_sqe *sqe;
 	struct pod *upod = NULL;
+	struct svc_claim cl;
 	socklen_t dlen;
 	struct conn *c;
 	int one = 1, ufd, rc;
@@ -506,8 +508,18 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 		close_rst(cfd);
 		return;
 	}
-	/* a mesh workload: one stream of an HBONE tunnel, not plain TCP */
-	if (kind == LK_OUTBOUND && mesh_outbound(w, pod, cfd, &dst) == 0)
+	/* A service VIP: balanced to an endpoint, dst rewritten (authz.c).
+	 * Before the mesh decision, so an endpoint that is a mesh workload
+	 * is reached over HBONE with its own identity. */
+	cl.used = 0;
+	if (kind == LK_OUTBOUND && (rc = authz_service_claim(w, &cl, &dst)) < 0) {
+		telemetry_refused(w, pod, NULL, kind, cfd, &dst, rc == -EBUSY ? RF_UO : RF_UH);
+		close_rst(cfd);
+		return;
+	}
+	/* a mesh workload: one stream of an HBONE tunnel, not plain TCP (the
+	 * stream takes the claim) */
+	if (kind == LK_OUTBOUND && mesh_outbound(w, pod, cfd, &dst, &cl) == 0)
 		return;
 	/* plaintext inbound: the destination pod's policy decides (authz.c) */
 	if (kind == LK_INBOUND && authz_plaintext(w, pod, cfd, ss_port(&dst))) {
@@ -518,12 +530,12 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 	c = conn_pool_get(&w->pool);
 	if (!c) {
 		STAT_ADD(w, pool_exhausted, 1);
+		authz_claim_release(w, &cl);
 		telemetry_refused(w, pod, NULL, kind, cfd, &dst, RF_UO);
 		close_rst(cfd);
 		return;
 	}
-	/* a service VIP: balanced to an endpoint, dst rewritten (authz.c) */
-	if (kind == LK_OUTBOUND && authz_service(w, c, &dst)) {
+	if (authz_service_attach(w, c, &cl)) {
 		conn_pool_put(&w->pool, c);
 		close_rst(cfd);
 		return;

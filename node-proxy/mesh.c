@@ -28,7 +28,7 @@
 #define ID_MAX                2064 /* a SPIFFE ID (2048) and its NUL */
 
 /* sub-operations, in the side byte of user_data */
-enum { M_RECV = 1, M_SEND, M_CONNECT, M_TIMEOUT, M_CANCEL };
+enum { M_RECV = 1, M_SEND, M_CONNECT, M_TIMEOUT, M_CANCEL, M_BACKOFF };
 enum { MT_TUN = 1, MT_STREAM };
 
 /* Per-worker counters: written by the worker only, read with relaxed
@@ -49,15 +49,16 @@ struct mstats {
 	uint64_t stream_resets;      /* streams ended with a reset either way */
 	uint64_t bytes_into_tunnel;  /* plain bytes written to streams */
 	uint64_t bytes_out_of_tunnel;
-	uint64_t pool_conns;   /* gauge: pooled client tunnels */
-	uint64_t pool_streams; /* gauge: streams on them */
+	uint64_t pool_conns;     /* gauge: pooled client tunnels */
+	uint64_t pool_streams;   /* gauge: streams on them */
+	uint64_t stream_retries; /* balanced streams re-sent to another endpoint */
 };
 static const char *const mstat_names[] = {
 	"outbound_hbone",   "outbound_plain",    "no_identity",           "tunnels_dialled",
 	"tunnels_accepted", "tunnels_active",    "tunnel_connect_errors", "streams_active",
 	"inbound_streams",  "bad_authority",     "app_connect_errors",    "refused_by_peer",
 	"stream_resets",    "bytes_into_tunnel", "bytes_out_of_tunnel",   "pool_conns",
-	"pool_streams",
+	"pool_streams",     "stream_retries",
 };
 _Static_assert(sizeof(mstat_names) / sizeof(mstat_names[0]) ==
                    sizeof(struct mstats) / sizeof(uint64_t),
@@ -101,6 +102,7 @@ struct mtun {
 };
 
 enum { SS_CONNECTING = 1, SS_WAIT_RESP, SS_OPEN };
+enum { RETRY_NONE, RETRY_WAIT, RETRY_NOW };
 
 struct mstream {
 	struct mobj h;
@@ -116,8 +118,15 @@ struct mstream {
 	uint8_t send_inflight, heof, fd_shut;
 	uint8_t *ring;
 	uint32_t rcap, rhead, rlen, slen;
-	struct sockaddr_storage dst; /* server: the app */
+	struct sockaddr_storage dst; /* server: the app; client: the workload asked for */
 	socklen_t dst_len;
+	/* client, balanced over a service (authz.c): the claim, the attempt
+	 * waiting for its backoff timer or to be made, the timer's time */
+	struct svc_claim cl;
+	uint8_t retry; /* RETRY_* */
+	int status;    /* the CONNECT's answer, 0 before */
+	struct __kernel_timespec bo;
+	char tp[56];       /* traceparent: one trace id over every attempt */
 	struct tm_flow tm; /* metrics and access log (telemetry.c) */
 	uint8_t ubuf[STREAM_UBUF];
 };
@@ -463,6 +472,10 @@ static int pod_owns(const struct pod *pod, const struct sockaddr_storage *ss)
 
 /* ---- engine callbacks (never free anything here) -------------------------- */
 
+struct mstream;
+static void stream_attempt_failed(struct mesh_worker *mw, struct mstream *s);
+static void stream_retry(struct mesh_worker *mw, struct mstream *s);
+
 static void hex(const uint8_t *b, size_t n, char *out)
 {
 	for (size_t i = 0; i < n; i++)
@@ -564,8 +577,10 @@ static void on_stream_response(struct hbone_conn *c, void *arg, int32_t sid, voi
 	          status);
 	if (!s)
 		return;
+	s->status = status;
 	if (status == 200) {
 		s->state = SS_OPEN;
+		authz_claim_ok(cur_mw->w, &s->cl); /* a balanced stream: endpoint is fine */
 	} else {
 		s->refused = 1;
 		MSTAT(cur_mw, refused_by_peer, 1);
@@ -645,6 +660,13 @@ static void on_stream_closed(struct hbone_conn *c, void *arg, int32_t sid, void 
 	log_debug(
 	    "event=hbone_stream_closed pod=%s sid=%d h2_error=%u state=%d refused=%d server=%d",
 	    s->h.pod->w.uid, sid, h2_error, s->state, s->refused, s->server);
+	/* A balanced stream that never opened (tunnel connect or handshake
+	 * failed, the peer answered 503, the tunnel died): another endpoint,
+	 * unless the destination's policy said no (401: deterministic). */
+	if (!s->server && s->state != SS_OPEN && s->status != 401 && !s->h.closing && s->cl.used) {
+		stream_attempt_failed(cur_mw, s);
+		return;
+	}
 	s->t = NULL;
 	s->sid = -1;
 	s->detached = 1;
@@ -792,12 +814,13 @@ static void tun_cqe(struct mesh_worker *mw, struct mtun *t, int sub, int res)
 
 static void stream_abort(struct mesh_worker *mw, struct mstream *s)
 {
+	/* closing first: the reset's on_stream_closed must not retry it */
+	obj_close(mw, &s->h, 1);
 	if (s->t && s->sid >= 0) {
 		struct mtun *t = s->t;
 		hbone_stream_reset(t->hc, s->sid, HBONE_H2_CONNECT_ERROR);
 		dirty(mw, &t->h);
 	}
-	obj_close(mw, &s->h, 1);
 }
 
 static void stream_step(struct mesh_worker *mw, struct mstream *s)
@@ -807,6 +830,15 @@ static void stream_step(struct mesh_worker *mw, struct mstream *s)
 
 	if (s->h.closing)
 		goto closing;
+	if (s->retry == RETRY_NOW) {
+		s->retry = RETRY_NONE;
+		stream_retry(mw, s);
+		if (s->h.closing)
+			goto closing;
+		return;
+	}
+	if (s->retry == RETRY_WAIT)
+		return;
 	if (s->state == SS_CONNECTING && s->refused) {
 		/* the app socket could not even be made */
 		if (t)
@@ -873,6 +905,7 @@ static void stream_step(struct mesh_worker *mw, struct mstream *s)
 closing:
 	/* never while queued on the dirty list: it is stepped again first */
 	if (s->h.closing && s->h.inflight == 0 && s->detached && !s->h.dirty) {
+		authz_claim_release(mw->w, &s->cl);
 		ring_put(mw, s->ring);
 		MSTAT(mw, streams_active, -1);
 		__atomic_fetch_sub(&s->h.pod->conns, 1, __ATOMIC_RELAXED);
@@ -886,6 +919,10 @@ static void stream_cqe(struct mesh_worker *mw, struct mstream *s, int sub, int r
 	struct mtun *t = s->t;
 
 	switch (sub) {
+	case M_BACKOFF:
+		if (s->retry == RETRY_WAIT)
+			s->retry = RETRY_NOW;
+		break;
 	case M_CONNECT:
 		if (s->h.closing || s->state != SS_CONNECTING)
 			break;
@@ -1064,73 +1101,30 @@ static struct mtun *tunnel_for(struct mesh_worker *mw, struct pod *pod, struct t
 	return t;
 }
 
-int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct sockaddr_storage *dst)
+/* Is @dst a mesh workload other than @pod?  Its SPIFFE ID into @dst_id: 0,
+ * else -ENOENT (plain passthrough). */
+static int mesh_dst(struct worker *w, struct pod *pod, const struct sockaddr_storage *dst,
+                    char *dst_id, size_t len)
 {
-	char dst_id[ID_MAX], authority[80], fwd[96], peer[64], tp[64];
-	struct sockaddr_storage cl;
-	socklen_t cll = sizeof(cl);
-	struct mesh_worker *mw;
-	struct tls_identity *src = NULL;
-	struct pod *upod;
-	struct mtun *t;
-	struct mstream *s;
-	int32_t sid;
-	int one = 1;
+	struct pod *upod = inpod_lookup_addr(w->inpod, (const struct sockaddr *)dst);
+	int rc = -ENOENT;
 
-	if (!g.enabled || !w->inpod)
-		return -ENOENT;
-	upod = inpod_lookup_addr(w->inpod, (const struct sockaddr *)dst);
 	if (!upod)
-		goto plain;
-	if (upod->id == pod->id || !(mw = mw_of(w))) {
-		pod_put(upod);
-		goto plain;
-	}
-	cur_mw = mw;
-	if (identity_spiffe_id(g.ic, upod->w.ns, upod->w.sa[0] ? upod->w.sa : "default", dst_id,
-	                       sizeof(dst_id))) {
-		pod_put(upod);
-		goto plain;
-	}
+		return -ENOENT;
+	if (upod->id != pod->id &&
+	    identity_spiffe_id(g.ic, upod->w.ns, upod->w.sa[0] ? upod->w.sa : "default", dst_id,
+	                       len) == 0)
+		rc = 0;
 	pod_put(upod);
-	src = identity_get(g.ic, pod->w.ns, pod->w.sa[0] ? pod->w.sa : "default");
-	if (!src) {
-		/* never downgrade a mesh destination to plaintext */
-		MSTAT(mw, no_identity, 1);
-		close_rst(cfd);
-		return 0;
-	}
-	MSTAT(mw, outbound_hbone, 1);
-	t = tunnel_for(mw, pod, src, dst_id, dst);
-	tls_identity_unref(src);
-	if (!t)
-		goto fail;
-	s = obj_new(mw, sizeof(*s), offsetof(struct mstream, ubuf), MT_STREAM, pod);
-	if (!s)
-		goto fail_t;
-	MSTAT(mw, streams_active, 1);
-	s->last_ms = s->start_ms = mw->w->now_ms;
-	__atomic_fetch_add(&s->h.pod->conns, 1, __ATOMIC_RELAXED); /* /workloads */
-	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	s->h.fd = cfd;
-	s->state = SS_WAIT_RESP;
-	telemetry_flow_open(w, &s->tm, pod, 0, cfd, dst, dst_id);
-	memcpy(&s->dst, dst,
-	       dst->ss_family == AF_INET ? sizeof(struct sockaddr_in)
-	                                 : sizeof(struct sockaddr_in6));
-	addr_fmt(dst, authority, sizeof(authority));
-	if (getpeername(cfd, (struct sockaddr *)&cl, &cll) == 0)
-		addr_fmt(&cl, peer, sizeof(peer));
-	else
-		snprintf(peer, sizeof(peer), "unknown");
-	snprintf(fwd, sizeof(fwd), "for=\"%s\"", peer);
-	snprintf(tp, sizeof(tp), "00-%016llx%016llx-%016llx-01", (unsigned long long)rnd(mw),
-	         (unsigned long long)rnd(mw), (unsigned long long)(rnd(mw) | 1));
-	/* W3C baggage with the source workload's metadata, so the destination
-	 * side can log (and label) who called without a registry lookup. */
+	return rc;
+}
+
+/* W3C baggage with the source workload's metadata, so the destination
+ * side can log (and label) who called without a registry lookup. */
+static size_t pod_baggage(const struct pod *pod, char *bag, size_t len)
+{
 	struct al_baggage bg;
-	char bag[AL_BAGGAGE_BUILD_MAX];
-	size_t bagl;
+
 	memset(&bg, 0, sizeof(bg));
 	al_str(bg.ns, sizeof(bg.ns), pod->w.ns);
 	al_str(bg.workload, sizeof(bg.workload), pod->w.name);
@@ -1141,31 +1135,152 @@ int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct socka
 		else if (strcmp(pod->w.labels[i].key, "version") == 0)
 			al_str(bg.version, sizeof(bg.version), pod->w.labels[i].val);
 	}
-	bagl = al_baggage_build(&bg, bag, sizeof(bag));
-	telemetry_flow_trace(&s->tm, tp, bagl ? bag : NULL); /* the access log joins the two hops */
+	return al_baggage_build(&bg, bag, len);
+}
+
+/* Open client stream @s's CONNECT to s->dst (a workload whose identity is
+ * @dst_id) on a pooled or new tunnel from its pod, and start its telemetry
+ * flow.  0, or -errno with @s not attached. */
+static int stream_connect(struct mesh_worker *mw, struct mstream *s, const char *dst_id)
+{
+	char authority[80], fwd[96], peer[64], bag[AL_BAGGAGE_BUILD_MAX];
+	struct pod *pod = s->h.pod;
+	struct sockaddr_storage cl;
+	socklen_t cll = sizeof(cl);
+	struct tls_identity *src;
+	struct mtun *t;
+	size_t bagl;
+	int32_t sid;
+
+	bagl = pod_baggage(pod, bag, sizeof(bag));
+	telemetry_flow_open(mw->w, &s->tm, pod, 0, s->h.fd, &s->dst, dst_id);
+	telemetry_flow_trace(&s->tm, s->tp, bagl ? bag : NULL); /* the log joins the two hops */
+	src = identity_get(g.ic, pod->w.ns, pod->w.sa[0] ? pod->w.sa : "default");
+	if (!src) {
+		/* never downgrade a mesh destination to plaintext */
+		MSTAT(mw, no_identity, 1);
+		return -ENOKEY;
+	}
+	t = tunnel_for(mw, pod, src, dst_id, &s->dst);
+	tls_identity_unref(src);
+	if (!t)
+		return -ENOMEM;
+	addr_fmt(&s->dst, authority, sizeof(authority));
+	if (getpeername(s->h.fd, (struct sockaddr *)&cl, &cll) == 0)
+		addr_fmt(&cl, peer, sizeof(peer));
+	else
+		snprintf(peer, sizeof(peer), "unknown");
+	snprintf(fwd, sizeof(fwd), "for=\"%s\"", peer);
 	struct hbone_header hdrs[3] = { { "forwarded", fwd },
-		                        { "traceparent", tp },
+		                        { "traceparent", s->tp },
 		                        { "baggage", bag } };
-	if (hbone_stream_open(t->hc, authority, hdrs, bagl ? 3 : 2, s, &sid)) {
-		/* not attached: free it through the normal path */
-		s->detached = 1;
-		obj_close(mw, &s->h, 1);
-		s->h.fd = -1; /* closed below with RST */
-		dirty(mw, &t->h);
-		run_dirty(mw);
+	dirty(mw, &t->h);
+	if (hbone_stream_open(t->hc, authority, hdrs, bagl ? 3 : 2, s, &sid))
+		return -EIO;
+	s->t = t;
+	s->sid = sid;
+	s->detached = 0;
+	s->state = SS_WAIT_RESP;
+	s->status = 0;
+	s->refused = 0;
+	return 0;
+}
+
+/* An attempt of client stream @s failed before it opened (never from a
+ * state that freed anything).  A balanced stream goes on to another
+ * endpoint after its backoff, within the service's retries; anything else
+ * is over: the client gets a reset. */
+static void stream_attempt_failed(struct mesh_worker *mw, struct mstream *s)
+{
+	struct sockaddr_storage dst;
+	unsigned backoff;
+
+	s->t = NULL;
+	s->sid = -1;
+	s->detached = 1;
+	if (!(s->tm.rflags & RF__ALL))
+		telemetry_flow_flag(&s->tm, RF_UF, 0);
+	if (!s->h.closing && s->cl.used && !__atomic_load_n(&s->h.pod->deleted, __ATOMIC_RELAXED) &&
+	    authz_claim_failed(mw->w, &s->cl, &dst, &backoff)) {
+		memcpy(&s->dst, &dst, sizeof(dst));
+		if (backoff) {
+			s->bo.tv_sec = backoff / 1000;
+			s->bo.tv_nsec = (long long)(backoff % 1000) * 1000000;
+			io_uring_prep_timeout(msqe(mw, &s->h, M_BACKOFF), &s->bo, 0, 0);
+			s->retry = RETRY_WAIT;
+		} else {
+			s->retry = RETRY_NOW;
+		}
+		dirty(mw, &s->h);
+		return;
+	}
+	if (s->cl.attempt)
+		telemetry_flow_flag(&s->tm, RF_URX, 0);
+	MSTAT(mw, stream_resets, 1);
+	obj_close(mw, &s->h, 1);
+}
+
+/* The next attempt of a balanced stream, from its step (s->dst is the new
+ * endpoint): the failed attempt's flow is closed (its own access log line,
+ * flagged UF) and a new one opened towards the new endpoint. */
+static void stream_retry(struct mesh_worker *mw, struct mstream *s)
+{
+	char dst_id[ID_MAX];
+
+	telemetry_flow_close(mw->w, &s->tm, s->h.pod);
+	MSTAT(mw, stream_retries, 1);
+	if (mesh_dst(mw->w, s->h.pod, &s->dst, dst_id, sizeof(dst_id))) {
+		/* picked an endpoint without a mesh identity: not for this
+		 * stream (a mesh client never downgrades to plaintext) */
+		telemetry_flow_open(mw->w, &s->tm, s->h.pod, 0, s->h.fd, &s->dst, NULL);
+		stream_attempt_failed(mw, s);
+		return;
+	}
+	if (stream_connect(mw, s, dst_id))
+		stream_attempt_failed(mw, s);
+}
+
+int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct sockaddr_storage *dst,
+                  struct svc_claim *cl)
+{
+	char dst_id[ID_MAX];
+	struct mesh_worker *mw;
+	struct mstream *s;
+	int one = 1;
+
+	if (!g.enabled || !w->inpod)
+		return -ENOENT;
+	if (mesh_dst(w, pod, dst, dst_id, sizeof(dst_id)) || !(mw = mw_of(w)))
+		goto plain;
+	cur_mw = mw;
+	MSTAT(mw, outbound_hbone, 1);
+	s = obj_new(mw, sizeof(*s), offsetof(struct mstream, ubuf), MT_STREAM, pod);
+	if (!s) {
+		if (cl)
+			authz_claim_release(w, cl);
 		close_rst(cfd);
 		return 0;
 	}
-	s->t = t;
-	s->sid = sid;
-	dirty(mw, &t->h);
+	MSTAT(mw, streams_active, 1);
+	s->last_ms = s->start_ms = mw->w->now_ms;
+	__atomic_fetch_add(&s->h.pod->conns, 1, __ATOMIC_RELAXED); /* /workloads */
+	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	s->h.fd = cfd;
+	s->state = SS_WAIT_RESP;
+	s->sid = -1;
+	s->detached = 1; /* until stream_connect attached it */
+	memcpy(&s->dst, dst,
+	       dst->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+	                                 : sizeof(struct sockaddr_in6));
+	if (cl && cl->used) {
+		s->cl = *cl; /* the stream owns the service claim now */
+		cl->used = 0;
+	}
+	snprintf(s->tp, sizeof(s->tp), "00-%016llx%016llx-%016llx-01", (unsigned long long)rnd(mw),
+	         (unsigned long long)rnd(mw), (unsigned long long)(rnd(mw) | 1));
+	if (stream_connect(mw, s, dst_id))
+		stream_attempt_failed(mw, s);
 	run_dirty(mw);
-	return 0;
-fail_t:
-	dirty(mw, &t->h);
-	run_dirty(mw);
-fail:
-	close_rst(cfd);
 	return 0;
 plain:
 	/* Counted in the worker's stats slot, which exists whether or not

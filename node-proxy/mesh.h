@@ -60,8 +60,13 @@ json_t *mesh_stats_json(void);
  * -errno and the caller refuses it as before. */
 int mesh_accept_hbone(struct worker *w, struct pod *pod, int cfd);
 /* An outbound connection from @pod to @dst: 0 when it goes over HBONE
- * (fd owned, also on failure), -ENOENT for plain passthrough. */
-int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct sockaddr_storage *dst);
+ * (fd owned, also on failure), -ENOENT for plain passthrough.  @cl (may be
+ * NULL or unused): the service claim when @dst is a balanced endpoint; the
+ * stream takes it over (0), and retries on another endpoint when the
+ * attempt fails before the stream opens. */
+struct svc_claim;
+int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct sockaddr_storage *dst,
+                  struct svc_claim *cl);
 void mesh_on_cqe(struct worker *w, const struct io_uring_cqe *cqe);
 void mesh_tick(struct worker *w);
 /* Policies changed: reset server streams the new set denies (authz.c). */

@@ -9,6 +9,7 @@ from the policy (a closed port, a dead server) cannot pass for one."""
 
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -603,5 +604,157 @@ def test_service_health_check(topo, bins):
         counts = dict(line.split() for line in r.stdout.split("\n") if line)
         print("be2 healthy:", counts)
         assert int(counts.get("be2", 0)) >= 20, counts
+    finally:
+        proxy.stop_clean()
+
+
+def _service_mesh(topo, bins, n_eps, service_extra=""):
+    """Node n1 with a client and n_eps endpoints of shop/backend (HTTP on
+    8080), node-proxy with HBONE on and SERVICE + service_extra."""
+    n1 = topo.add_node("n1")
+    client = topo.add_pod(n1, "client")
+    eps = [topo.add_pod(n1, f"be{i}") for i in range(n_eps)]
+    sdir = os.path.join(topo.tmpdir, "services.d")
+    os.makedirs(sdir)
+    with open(os.path.join(sdir, "10-backend.ini"), "w") as f:
+        f.write(SERVICE.format(maxc=100) + service_extra)
+    ca = make_ca(topo, bins)
+    proxy = PolicyProxy(topo, bins, n1, {},
+                        conf_extra=f"services_dir = {sdir}\n[mesh]\nca_dir = {ca}\n")
+    proxy.enrol(client, "shop", {"app": "client"})
+    servers = []
+    for p in eps:
+        proxy.enrol(p, "shop", {"app": "backend"})
+        servers.append(http_server(p, 8080))
+    return client, eps, servers, proxy
+
+
+def _spread(client, n):
+    r = client.run([PYTHON, "-c", _SPREAD_CLIENT, "10.96.0.10", "80", str(n)], timeout=180,
+                   check=False)
+    assert r.returncode == 0, r.stderr[-800:]
+    return {k: int(v) for k, v in (line.split() for line in r.stdout.split("\n") if line)}
+
+
+def test_service_vip_over_hbone(topo, bins):
+    """With HBONE on, a VIP's chosen endpoint is a mesh workload: every
+    balanced connection is a CONNECT stream to that endpoint, whose tunnel
+    proves the endpoint's own SPIFFE ID; nothing goes in plaintext."""
+    client, eps, servers, proxy = _service_mesh(topo, bins, 3)
+    try:
+        s0 = proxy.json("/stats")
+        counts = _spread(client, 150)
+        print("over HBONE:", counts)
+        assert sorted(counts) == ["be0", "be1", "be2"], counts
+        assert min(counts.values()) >= 20, counts
+        s1 = proxy.json("/stats")
+        m0, m1 = s0["mesh"], s1["mesh"]
+        assert m1["outbound_hbone"] - m0["outbound_hbone"] == 150, m1
+        assert m1["outbound_plain"] == m0["outbound_plain"], m1
+        assert m1["responses"]["server"]["200"] - m0["responses"]["server"]["200"] == 150
+        assert s1["authz"]["services"]["routed"] - s0["authz"]["services"]["routed"] == 150
+        assert s1["authz"]["hbone_allowed"] - s0["authz"]["hbone_allowed"] == 150
+        log = topo.log(proxy.proc)
+        for i in range(3):
+            # the client side of a tunnel to be<i> verified be<i>'s identity
+            assert re.search(r"event=hbone_established role=client pod=uid-client \S+ "
+                             rf"peer_id=spiffe://cluster\.local/ns/shop/sa/be{i} ", log), log[-3000:]
+        # the source reporter names the endpoint's principal, not the VIP's
+        code, text = proxy.http("/metrics", port=15020)
+        assert code == 200, text
+        for i in range(3):
+            assert re.search(r'istio_tcp_connections_opened_total\{[^}]*reporter="source"[^}]*'
+                             rf'destination_principal="spiffe://cluster\.local/ns/shop/sa/be{i}"',
+                             text), text[:3000]
+    finally:
+        proxy.stop_clean()
+
+
+def test_service_hbone_retry_eject_readmit(topo, bins):
+    """HBONE: an endpoint whose app is dead answers the CONNECT with 503;
+    the client's stream is sent to another endpoint (no client error), the
+    dead one is ejected after 2 failures and re-admitted once it is back."""
+    client, eps, servers, proxy = _service_mesh(
+        topo, bins, 3, "retries = 2\noutlier_consecutive_failures = 2\n"
+                       "outlier_ejection_ms = 1000\nretry_backoff_ms = 0\n")
+    try:
+        topo.stop(servers[2])
+        s0 = proxy.json("/stats")
+        counts = _spread(client, 150)
+        print("be2 down:", counts)
+        assert sorted(counts) == ["be0", "be1"], counts
+        s1 = proxy.json("/stats")
+        sv0, sv1 = s0["authz"]["services"], s1["authz"]["services"]
+        assert sv1["retries"] > sv0["retries"], sv1
+        assert sv1["connect_failed"] > sv0["connect_failed"], sv1
+        assert sv1["by_service"]["shop/backend"]["ejections"] >= 1, sv1
+        assert s1["mesh"]["stream_retries"] > s0["mesh"]["stream_retries"]
+        assert s1["mesh"]["responses"]["server"]["503"] > s0["mesh"]["responses"]["server"]["503"]
+        http_server(eps[2], 8080)
+        time.sleep(1.2)
+        counts = _spread(client, 150)
+        print("be2 back:", counts)
+        assert counts.get("be2", 0) >= 20, counts
+        # every stream and claim is gone once the clients are
+        deadline = time.monotonic() + 5
+        while True:
+            st = proxy.json("/stats")
+            if st["mesh"]["streams_active"] == 0 and \
+                    st["authz"]["services"]["by_service"]["shop/backend"]["active_connections"] == 0:
+                break
+            assert time.monotonic() < deadline, st
+            time.sleep(0.1)
+    finally:
+        proxy.stop_clean()
+
+
+_TIMED_CLIENT = r"""
+import http.client, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    t0 = time.monotonic()
+    c = http.client.HTTPConnection(host, port, timeout=20)
+    c.request("GET", "/")
+    body = c.getresponse().read().decode().strip()
+    c.close()
+    print(body, "%.3f" % (time.monotonic() - t0), flush=True)
+"""
+
+
+@pytest.mark.parametrize("hbone", [False, True], ids=["plaintext", "hbone"])
+def test_service_retry_backoff(topo, bins, hbone):
+    """retry_backoff_ms: a retried connection waits before its next
+    attempt, so every retried one takes at least the backoff (a lower
+    bound only: load can make it slower, never faster)."""
+    extra = "retries = 1\nretry_backoff_ms = 400\noutlier_consecutive_failures = 0\n"
+    if hbone:
+        client, eps, servers, proxy = _service_mesh(topo, bins, 2, extra)
+    else:
+        n1 = topo.add_node("n1")
+        client = topo.add_pod(n1, "client")
+        eps = [topo.add_pod(n1, f"be{i}") for i in range(2)]
+        sdir = os.path.join(topo.tmpdir, "services.d")
+        os.makedirs(sdir)
+        with open(os.path.join(sdir, "10-backend.ini"), "w") as f:
+            f.write(SERVICE.format(maxc=100) + extra)
+        proxy = PolicyProxy(topo, bins, n1, {}, conf_extra=f"services_dir = {sdir}\n")
+        proxy.enrol(client, "shop", {"app": "client"})
+        servers = []
+        for p in eps:
+            proxy.enrol(p, "shop", {"app": "backend"})
+            servers.append(http_server(p, 8080))
+    try:
+        topo.stop(servers[1])
+        r0 = proxy.authz()["services"]["retries"]
+        r = client.run([PYTHON, "-c", _TIMED_CLIENT, "10.96.0.10", "80", "12"], timeout=120,
+                       check=False)
+        assert r.returncode == 0, r.stderr[-800:]
+        rows = [line.split() for line in r.stdout.split("\n") if line]
+        assert len(rows) == 12 and all(b == "be0" for b, _ in rows), rows
+        retried = proxy.authz()["services"]["retries"] - r0
+        slow = sum(1 for _, t in rows if float(t) >= 0.4)
+        print("retried", retried, "slow", slow, rows)
+        assert retried >= 1, rows  # be1 is picked about half the time
+        assert slow >= retried, (slow, retried, rows)
     finally:
         proxy.stop_clean()
