@@ -398,7 +398,7 @@ for k, v in sorted(seen.items()):
 
 def test_service_vip_balanced(topo, bins):
     """A VIP balanced over 3 endpoints (pods enrolled here): each gets a
-    fair share of 300 new connections; a circuit-breaker limit refuses the
+    fair share of 3,000 requests (a new connection each); a circuit-breaker limit refuses the
     excess with a reset and counts it."""
     n1 = topo.add_node("n1")
     client = topo.add_pod(n1, "client")
@@ -414,16 +414,17 @@ def test_service_vip_balanced(topo, bins):
             proxy.enrol(p, "shop", {"app": "backend"})
             http_server(p, 8080)
             tcp_echo_server(p, 8081)
-        r = client.run([PYTHON, "-c", _SPREAD_CLIENT, "10.96.0.10", "80", "300"], timeout=120,
+        r = client.run([PYTHON, "-c", _SPREAD_CLIENT, "10.96.0.10", "80", "3000"], timeout=300,
                        check=False)
         assert r.returncode == 0, r.stderr[-500:] + topo.log(proxy.proc)[-3000:]
         counts = dict(line.split() for line in r.stdout.split("\n") if line)
-        print("spread over 300 connections:", counts)
+        print("spread over 3000 connections:", counts)
         assert sorted(counts) == ["be0", "be1", "be2"], r.stdout
+        assert sum(int(v) for v in counts.values()) == 3000, counts
         for k, v in counts.items():
-            assert int(v) >= 50, counts  # 100 expected each
+            assert int(v) >= 800, counts  # 1000 expected each
         s = proxy.authz()["services"]
-        assert s["routed"] >= 300
+        assert s["routed"] >= 3000
         assert s["by_service"]["shop/backend"]["endpoints"] == 3
         assert s["by_service"]["shop/backend"]["active_connections"] == 0
         # circuit breaker: max_connections = 2 (a reload keeps the state);
