@@ -36,7 +36,7 @@ FUZZERS    :=
 
 objs = $(patsubst %.c,$(O)/obj/%.o,$(1))
 
-.PHONY: all deps test unit fuzz fuzz-build fuzz-replay bench crypto-speed clean format format-check demo
+.PHONY: all deps test unit fuzz fuzz-build fuzz-replay bench bench-quick crypto-speed clean format format-check demo
 all:
 
 -include redirector/module.mk
@@ -99,10 +99,17 @@ demo: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) all
 	@/usr/bin/python3 tools/demo/demo.py --bin $(O)/bin
 
+# make bench: ambient vs per-pod sidecars, side by side (docs/benchmarks.md);
+# bench-quick: the same in a few minutes (1 s runs, 1 and 10 pods).
 bench:
 	@./tools/deps.sh bench
 	@$(MAKE) --no-print-directory -j$(NPROC) all
 	@./tests/bench/run.sh $(O)
+
+bench-quick:
+	@./tools/deps.sh bench
+	@$(MAKE) --no-print-directory -j$(NPROC) all
+	@./tests/bench/run.sh $(O) quick
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

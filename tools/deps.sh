@@ -33,7 +33,7 @@ curl wrk iperf3 nghttp2-client tcpdump socat procps psmisc iputils-ping openssl 
 podman runc busybox-static \
 libwolfssl35"
 # Only for make bench (per-pod sidecar baseline): tools/deps.sh bench
-BENCH_PKGS="haproxy"
+BENCH_PKGS="haproxy hey python3-matplotlib redis-tools"
 [ "${1:-}" != bench ] || PKGS="$PKGS $BENCH_PKGS"
 
 say() { [ -n "${QUIET:-}" ] || echo "deps: $*"; }
