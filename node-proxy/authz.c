@@ -859,6 +859,15 @@ void authz_service_connected(struct worker *w, struct conn *c, int ok)
 	}
 }
 
+void authz_service_names(struct worker *w, struct conn *c, const char **ns, const char **name)
+{
+	struct svc_slot *s = g.cw ? slot_of(w, c) : NULL;
+
+	*ns = *name = NULL;
+	if (s)
+		services_ticket_names(&s->cl.t, ns, name);
+}
+
 int authz_service_retried(struct worker *w, struct conn *c)
 {
 	struct svc_slot *s = g.cw ? slot_of(w, c) : NULL;

@@ -117,6 +117,9 @@ void authz_service_connected(struct worker *w, struct conn *c, int ok);
  * submitted after the backoff).  1 when retrying, 0 when the caller should
  * fail @c. */
 int authz_service_retry(struct worker *w, struct conn *c);
+/* The service balanced @c was addressed to (both NULL for any other
+ * connection); valid until authz_conn_closed(). */
+void authz_service_names(struct worker *w, struct conn *c, const char **ns, const char **name);
 /* 1 when balanced @c was retried on another endpoint (flag URX on failure) */
 int authz_service_retried(struct worker *w, struct conn *c);
 void authz_conn_closed(struct worker *w, struct conn *c);

@@ -549,7 +549,8 @@ static int on_stream_request(struct hbone_conn *c, void *arg, int32_t sid,
 	s->state = SS_CONNECTING;
 	memcpy(&s->dst, &req->dst, req->dst_len);
 	s->dst_len = req->dst_len;
-	telemetry_flow_open(mw->w, &s->tm, t->h.pod, 1, t->h.fd, &req->dst, req->peer_id);
+	telemetry_flow_open(mw->w, &s->tm, t->h.pod, 1, t->h.fd, &req->dst, req->peer_id, NULL,
+	                    NULL);
 	telemetry_flow_trace(&s->tm, req->traceparent, req->baggage);
 	MSTAT(mw, streams_active, 1);
 	s->last_ms = s->start_ms = mw->w->now_ms;
@@ -905,11 +906,11 @@ static void stream_step(struct mesh_worker *mw, struct mstream *s)
 closing:
 	/* never while queued on the dirty list: it is stepped again first */
 	if (s->h.closing && s->h.inflight == 0 && s->detached && !s->h.dirty) {
-		authz_claim_release(mw->w, &s->cl);
 		ring_put(mw, s->ring);
 		MSTAT(mw, streams_active, -1);
 		__atomic_fetch_sub(&s->h.pod->conns, 1, __ATOMIC_RELAXED);
 		telemetry_flow_close(mw->w, &s->tm, s->h.pod);
+		authz_claim_release(mw->w, &s->cl); /* after the flow: it names the service */
 		obj_free(mw, &s->h);
 	}
 }
@@ -1148,12 +1149,14 @@ static int stream_connect(struct mesh_worker *mw, struct mstream *s, const char 
 	struct sockaddr_storage cl;
 	socklen_t cll = sizeof(cl);
 	struct tls_identity *src;
+	const char *sns, *sname;
 	struct mtun *t;
 	size_t bagl;
 	int32_t sid;
 
 	bagl = pod_baggage(pod, bag, sizeof(bag));
-	telemetry_flow_open(mw->w, &s->tm, pod, 0, s->h.fd, &s->dst, dst_id);
+	services_ticket_names(&s->cl.t, &sns, &sname);
+	telemetry_flow_open(mw->w, &s->tm, pod, 0, s->h.fd, &s->dst, dst_id, sns, sname);
 	telemetry_flow_trace(&s->tm, s->tp, bagl ? bag : NULL); /* the log joins the two hops */
 	src = identity_get(g.ic, pod->w.ns, pod->w.sa[0] ? pod->w.sa : "default");
 	if (!src) {
@@ -1232,7 +1235,9 @@ static void stream_retry(struct mesh_worker *mw, struct mstream *s)
 	if (mesh_dst(mw->w, s->h.pod, &s->dst, dst_id, sizeof(dst_id))) {
 		/* picked an endpoint without a mesh identity: not for this
 		 * stream (a mesh client never downgrades to plaintext) */
-		telemetry_flow_open(mw->w, &s->tm, s->h.pod, 0, s->h.fd, &s->dst, NULL);
+		const char *sns, *sname;
+		services_ticket_names(&s->cl.t, &sns, &sname);
+		telemetry_flow_open(mw->w, &s->tm, s->h.pod, 0, s->h.fd, &s->dst, NULL, sns, sname);
 		stream_attempt_failed(mw, s);
 		return;
 	}

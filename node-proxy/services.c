@@ -39,6 +39,9 @@ struct svc_state {
 	atomic_uint max_connections, max_pending, outlier_failures, outlier_ejection_ms;
 	unsigned n_ep;
 	struct svc_endpoint *ep[SVC_MAX_ENDPOINTS];
+	/* the service's identity, fixed for the state's life (a state is only
+	 * adopted by a service of the same "ns/name") */
+	char ns[WL_NAME_MAX], name[WL_NAME_MAX];
 };
 
 struct vip_slot {
@@ -231,6 +234,12 @@ void services_release(struct svc_ticket *t)
 	atomic_fetch_sub(&t->st->active_conns, 1);
 	state_put(t->st);
 	t->st = NULL;
+}
+
+void services_ticket_names(const struct svc_ticket *t, const char **ns, const char **name)
+{
+	*ns = t->st ? t->st->ns : NULL;
+	*name = t->st ? t->st->name : NULL;
 }
 
 const char *services_refusal_str(enum svc_refusal r)
@@ -813,6 +822,8 @@ static int finish(struct service_set *ss, struct conf_errors *e)
 			rc = -EINVAL;
 		}
 		snprintf(s->id, sizeof(s->id), "%s/%s", s->ns, s->name);
+		snprintf(s->state->ns, sizeof(s->state->ns), "%s", s->ns);
+		snprintf(s->state->name, sizeof(s->state->name), "%s", s->name);
 		for (unsigned j = 0; j < i; j++)
 			if (strcmp(ss->svc[j]->id, s->id) == 0) {
 				conf_error(e, s->where, 0, "service %s already defined at %s",

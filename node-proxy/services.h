@@ -112,6 +112,9 @@ void services_connected(struct svc_ticket *t);
 /* The connection is over (or was never made).  Idempotent. */
 void services_release(struct svc_ticket *t);
 const char *services_refusal_str(enum svc_refusal r);
+/* The claimed service's namespace and name (NULL when @t holds nothing);
+ * valid while @t is held. */
+void services_ticket_names(const struct svc_ticket *t, const char **ns, const char **name);
 
 /* --- endpoint choice ---------------------------------------------------- */
 

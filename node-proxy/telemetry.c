@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "node-proxy/accesslog.h"
+#include "node-proxy/authz.h"
 #include "node-proxy/config.h"
 #include "node-proxy/conn.h"
 #include "node-proxy/hbone.h"
@@ -31,6 +32,11 @@
 
 /* One connection's telemetry, in a slot parallel to its conn slot.  Valid
  * while gen equals the conn's generation (a reused slot has a new one). */
+/* A service VIP's balanced connection: the service it was addressed to. */
+struct tsvc {
+	const char *ns, *name; /* NULL: not addressed to a service */
+};
+
 struct tconn {
 	uint16_t gen;
 	uint8_t mtls;
@@ -39,6 +45,7 @@ struct tconn {
 	int err;                 /* errno of the failure, 0 */
 	struct pod *peer;        /* remote workload found on this node: a reference */
 	struct sockaddr_in6 src; /* client address (peer of the accepted socket) */
+	struct tsvc sv;          /* a VIP's: names held by the conn's service claim */
 };
 
 struct tworker {
@@ -98,12 +105,22 @@ static void wl_fill(const struct workload *w, struct wl_lbl *o)
 	o->principal = o->id;
 }
 
+/* "name.ns.svc.cluster.local", Istio's destination_service */
+static const char *svc_host(const struct tsvc *sv, char *buf, size_t len)
+{
+	if (!sv || !sv->ns || !sv->name)
+		return NULL;
+	snprintf(buf, len, "%s.%s.svc.cluster.local", sv->name, sv->ns);
+	return buf;
+}
+
 static uint32_t series_of(enum metrics_reporter rep, int mtls, const struct workload *src,
-                          const struct workload *dst, const char *peer_id)
+                          const struct workload *dst, const char *peer_id, const struct tsvc *sv)
 {
 	struct metrics_labels l = { .reporter = rep,
 		                    .security = mtls ? METRICS_SEC_MUTUAL_TLS : METRICS_SEC_NONE };
 	struct wl_lbl s, d;
+	char host[AL_NAME_MAX];
 
 	wl_fill(src, &s);
 	wl_fill(dst, &d);
@@ -126,6 +143,11 @@ static uint32_t series_of(enum metrics_reporter rep, int mtls, const struct work
 	l.v[ML_DESTINATION_PRINCIPAL] = d.principal;
 	l.v[ML_DESTINATION_APP] = d.app;
 	l.v[ML_DESTINATION_VERSION] = d.ver;
+	if (svc_host(sv, host, sizeof(host))) {
+		l.v[ML_DESTINATION_SERVICE] = host;
+		l.v[ML_DESTINATION_SERVICE_NAMESPACE] = sv->ns;
+		l.v[ML_DESTINATION_SERVICE_NAME] = sv->name;
+	}
 	return metrics_series(&l);
 }
 
@@ -151,6 +173,7 @@ struct line {
 	uint64_t req, resp, duration_ms;
 	uint32_t rflags;
 	int err, mtls;
+	const struct tsvc *sv;
 };
 
 static void log_line(unsigned wid, const struct line *l)
@@ -167,6 +190,7 @@ static void log_line(unsigned wid, const struct line *l)
 	r->resp_bytes = l->resp;
 	r->duration_ms = l->duration_ms;
 	r->response_flags = l->rflags;
+	svc_host(l->sv, r->dst_service, sizeof(r->dst_service));
 	if (l->err)
 		al_str(r->error, sizeof(r->error), strerrordesc_np(l->err));
 	else if (l->rflags & RF_DENY)
@@ -218,15 +242,16 @@ void telemetry_conn_open(struct worker *w, struct conn *c)
 		if (!c->upod && w->inpod)
 			t->peer = inpod_lookup_addr(w->inpod, (struct sockaddr *)&c->dst);
 		dw = c->upod ? &c->upod->w : t->peer ? &t->peer->w : NULL;
-		t->series[0] = series_of(METRICS_REPORTER_SOURCE, 0, &c->pod->w, dw, NULL);
+		authz_service_names(w, c, &t->sv.ns, &t->sv.name);
+		t->series[0] = series_of(METRICS_REPORTER_SOURCE, 0, &c->pod->w, dw, NULL, &t->sv);
 		if (c->upod) /* one hop is both sides: also the destination's report */
-			t->series[1] =
-			    series_of(METRICS_REPORTER_DESTINATION, 0, &c->pod->w, dw, NULL);
+			t->series[1] = series_of(METRICS_REPORTER_DESTINATION, 0, &c->pod->w, dw,
+			                         NULL, &t->sv);
 	} else {
 		if (t->src.sin6_family && w->inpod)
 			t->peer = inpod_lookup_addr(w->inpod, (struct sockaddr *)&t->src);
 		t->series[1] = series_of(METRICS_REPORTER_DESTINATION, 0,
-		                         t->peer ? &t->peer->w : NULL, &c->pod->w, NULL);
+		                         t->peer ? &t->peer->w : NULL, &c->pod->w, NULL, NULL);
 	}
 	for (int r = 0; r < 2; r++)
 		if (t->series[r] != NO_SERIES)
@@ -280,6 +305,7 @@ void telemetry_conn_close(struct worker *w, struct conn *c)
 			.rflags = t->rflags,
 			.err = t->err,
 			.mtls = t->mtls,
+			.sv = &t->sv,
 		};
 		log_line(w->id, &l);
 	}
@@ -311,7 +337,7 @@ void telemetry_refused(struct worker *w, struct pod *pod, struct pod *upod, int 
 		if ((r == 0 && !out) || (r == 1 && out && !upod))
 			continue;
 		uint32_t id = series_of(r ? METRICS_REPORTER_DESTINATION : METRICS_REPORTER_SOURCE,
-		                        0, out ? &pod->w : pw, out ? pw : &pod->w, NULL);
+		                        0, out ? &pod->w : pw, out ? pw : &pod->w, NULL, NULL);
 		metrics_conn_open(T.w[w->id].ms, id);
 		metrics_conn_close(T.w[w->id].ms, id, rflags);
 		struct line l = { .dir = r ? AL_INBOUND : AL_OUTBOUND,
@@ -329,7 +355,8 @@ void telemetry_refused(struct worker *w, struct pod *pod, struct pod *upod, int 
 /* ---- HBONE streams ------------------------------------------------------- */
 
 void telemetry_flow_open(struct worker *w, struct tm_flow *f, struct pod *pod, int inbound, int fd,
-                         const struct sockaddr_storage *dst, const char *peer_id)
+                         const struct sockaddr_storage *dst, const char *peer_id,
+                         const char *svc_ns, const char *svc_name)
 {
 	socklen_t sl = sizeof(f->src);
 	const struct sockaddr *psa;
@@ -341,6 +368,8 @@ void telemetry_flow_open(struct worker *w, struct tm_flow *f, struct pod *pod, i
 	memset(f, 0, sizeof(*f));
 	f->inbound = (uint8_t) !!inbound;
 	f->start_ms = w->now_ms;
+	f->svc_ns = svc_ns;
+	f->svc_name = svc_name;
 	if (getpeername(fd, (struct sockaddr *)&f->src, &sl))
 		f->src.sin6_family = 0;
 	if (dst)
@@ -357,9 +386,10 @@ void telemetry_flow_open(struct worker *w, struct tm_flow *f, struct pod *pod, i
 		al_str(f->peer_name, sizeof(f->peer_name), pw->name);
 		al_str(f->peer_ns, sizeof(f->peer_ns), pw->ns);
 	}
+	struct tsvc sv = { svc_ns, svc_name };
 	f->series = series_of(inbound ? METRICS_REPORTER_DESTINATION : METRICS_REPORTER_SOURCE, 1,
 	                      inbound ? pw : &pod->w, inbound ? &pod->w : pw,
-	                      f->peer_id[0] ? f->peer_id : NULL);
+	                      f->peer_id[0] ? f->peer_id : NULL, &sv);
 	if (peer)
 		pod_put(peer);
 	metrics_conn_open(T.w[w->id].ms, f->series);
@@ -422,6 +452,8 @@ static void flow_line(unsigned wid, const struct tm_flow *f, struct pod *pod, ui
 	r->resp_bytes = f->down;
 	r->duration_ms = dur;
 	r->response_flags = f->rflags;
+	struct tsvc sv = { f->svc_ns, f->svc_name };
+	svc_host(&sv, r->dst_service, sizeof(r->dst_service));
 	if (f->err)
 		al_str(r->error, sizeof(r->error), strerrordesc_np(f->err));
 	else if (f->rflags & RF_DENY)
@@ -446,7 +478,7 @@ void telemetry_flow_refused(struct worker *w, struct pod *pod, int tfd,
 {
 	struct tm_flow f;
 
-	telemetry_flow_open(w, &f, pod, 1, tfd, dst, peer_id);
+	telemetry_flow_open(w, &f, pod, 1, tfd, dst, peer_id, NULL, NULL);
 	if (!f.open)
 		return;
 	f.rflags = rflags;

@@ -81,13 +81,15 @@ struct tm_flow {
 	char peer_name[64], peer_ns[64];    /* "" unknown (not enrolled on this node) */
 	char peer_id[160];                  /* the SPIFFE ID the handshake proved */
 	char traceparent[64], baggage[256]; /* W3C trace context sent / received */
+	const char *svc_ns, *svc_name;      /* a VIP's service: held by the stream's claim */
 };
 /* @pod's stream opened: outbound (@inbound 0: @fd the client socket, @dst
  * its original destination, @peer_id the destination's ID) or inbound
  * (@fd the tunnel socket, @dst the CONNECT authority, @peer_id the
  * client's ID).  connection_security_policy mutual_tls. */
 void telemetry_flow_open(struct worker *w, struct tm_flow *f, struct pod *pod, int inbound, int fd,
-                         const struct sockaddr_storage *dst, const char *peer_id);
+                         const struct sockaddr_storage *dst, const char *peer_id,
+                         const char *svc_ns, const char *svc_name);
 /* The W3C trace context the CONNECT carried (NULL: none), for the log. */
 void telemetry_flow_trace(struct tm_flow *f, const char *traceparent, const char *baggage);
 /* @n plain bytes written into (@to_tunnel 1) or delivered out of the tunnel. */

@@ -113,8 +113,9 @@ class PolicyProxy(Proxy):
 
 
 # curl's exit for a connection reset right after the handshake: 7 when the
-# RST arrives before it saw the connect complete, else 56 (recv) or 52
-REFUSED = (7, 52, 56)
+# RST arrives before it saw the connect complete, 55 when it lands between
+# the connect and curl's getpeername() (ENOTCONN), else 56 (recv) or 52
+REFUSED = (7, 52, 55, 56)
 
 
 def curl(pod, ip, port):
@@ -425,6 +426,14 @@ def test_service_vip_balanced(topo, bins):
             assert int(v) >= 800, counts  # 1000 expected each
         s = proxy.authz()["services"]
         assert s["routed"] >= 3000
+        # the metrics name the service the clients addressed (and the pod)
+        code, text = proxy.http("/metrics", port=15020)
+        assert code == 200, text
+        for i in range(3):
+            assert re.search(r'istio_tcp_connections_opened_total\{[^}]*reporter="source"[^}]*'
+                             r'destination_service="backend\.shop\.svc\.cluster\.local"[^}]*'
+                             rf'destination_workload="be{i}"', text), \
+                [ln for ln in text.split("\n") if "connections_opened" in ln]
         assert s["by_service"]["shop/backend"]["endpoints"] == 3
         assert s["by_service"]["shop/backend"]["active_connections"] == 0
         # circuit breaker: max_connections = 2 (a reload keeps the state);
@@ -620,14 +629,28 @@ def _service_mesh(topo, bins, n_eps, service_extra=""):
     with open(os.path.join(sdir, "10-backend.ini"), "w") as f:
         f.write(SERVICE.format(maxc=100) + service_extra)
     ca = make_ca(topo, bins)
+    alog = os.path.join(topo.tmpdir, "access.log")
     proxy = PolicyProxy(topo, bins, n1, {},
-                        conf_extra=f"services_dir = {sdir}\n[mesh]\nca_dir = {ca}\n")
+                        conf_extra=f"services_dir = {sdir}\n[mesh]\nca_dir = {ca}\n"
+                                   f"[telemetry]\naccess_log = {alog}\n")
+    proxy.alog = alog
     proxy.enrol(client, "shop", {"app": "client"})
     servers = []
     for p in eps:
         proxy.enrol(p, "shop", {"app": "backend"})
         servers.append(http_server(p, 8080))
     return client, eps, servers, proxy
+
+
+def _access_log(proxy, want, timeout=5):
+    """The access log's records once at least @want are written."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(proxy.alog) as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+        if len(recs) >= want or time.monotonic() > deadline:
+            return recs
+        time.sleep(0.1)
 
 
 def _spread(client, n):
@@ -660,13 +683,26 @@ def test_service_vip_over_hbone(topo, bins):
             # the client side of a tunnel to be<i> verified be<i>'s identity
             assert re.search(r"event=hbone_established role=client pod=uid-client \S+ "
                              rf"peer_id=spiffe://cluster\.local/ns/shop/sa/be{i} ", log), log[-3000:]
-        # the source reporter names the endpoint's principal, not the VIP's
+        # the source reporter names the endpoint's principal, not the VIP's,
+        # and the service the client addressed
         code, text = proxy.http("/metrics", port=15020)
         assert code == 200, text
         for i in range(3):
             assert re.search(r'istio_tcp_connections_opened_total\{[^}]*reporter="source"[^}]*'
-                             rf'destination_principal="spiffe://cluster\.local/ns/shop/sa/be{i}"',
-                             text), text[:3000]
+                             r'destination_service="backend\.shop\.svc\.cluster\.local",'
+                             r'destination_service_namespace="shop",'
+                             r'destination_service_name="backend"[^}]*'
+                             r'destination_principal="spiffe://cluster\.local/ns/shop/sa/'
+                             rf'be{i}"', text), \
+                [ln for ln in text.split("\n") if "connections_opened" in ln]
+        # both hops' records: 150 outbound naming the service, 150 inbound
+        recs = _access_log(proxy, 300)
+        out = [r for r in recs if r["direction"] == "outbound"]
+        assert len(out) == 150, len(out)
+        assert all(r["dst_service"] == "backend.shop.svc.cluster.local" and
+                   r["connection_security_policy"] == "mutual_tls" and
+                   r["dst_identity"].startswith("spiffe://cluster.local/ns/shop/sa/be")
+                   for r in out), out[:3]
     finally:
         proxy.stop_clean()
 
@@ -691,6 +727,13 @@ def test_service_hbone_retry_eject_readmit(topo, bins):
         assert sv1["by_service"]["shop/backend"]["ejections"] >= 1, sv1
         assert s1["mesh"]["stream_retries"] > s0["mesh"]["stream_retries"]
         assert s1["mesh"]["responses"]["server"]["503"] > s0["mesh"]["responses"]["server"]["503"]
+        # each failed attempt has its own record (UF, to be2); no client
+        # connection failed for good (no URX)
+        recs = [r for r in _access_log(proxy, 300) if r["direction"] == "outbound"]
+        uf = [r for r in recs if r["response_flags"] != "-"]
+        assert uf and all(r["response_flags"] == "UF" and r["dst_workload"] == "be2"
+                          for r in uf), uf[:3]
+        assert len(recs) - len(uf) == 150, (len(recs), len(uf))
         http_server(eps[2], 8080)
         time.sleep(1.2)
         counts = _spread(client, 150)

@@ -54,12 +54,15 @@ int mesh_accept_hbone(struct worker *w, struct pod *pod, int cfd)
 	(void)cfd;
 	return -ENOTSUP;
 }
-int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct sockaddr_storage *dst)
+struct svc_claim;
+int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct sockaddr_storage *dst,
+                  struct svc_claim *cl)
 {
 	(void)w;
 	(void)pod;
 	(void)cfd;
 	(void)dst;
+	(void)cl;
 	return -ENOENT;
 }
 /* authz.c's hook (no policy here: allow) */
@@ -71,11 +74,29 @@ int authz_plaintext(struct worker *w, struct pod *dst, int cfd, uint16_t dst_por
 	(void)dst_port;
 	return 0;
 }
-int authz_service(struct worker *w, struct conn *c, struct sockaddr_storage *dst)
+int authz_service_claim(struct worker *w, struct svc_claim *cl, struct sockaddr_storage *dst)
+{
+	(void)w;
+	(void)cl;
+	(void)dst;
+	return 0; /* not a VIP */
+}
+int authz_service_attach(struct worker *w, struct conn *c, struct svc_claim *cl)
 {
 	(void)w;
 	(void)c;
-	(void)dst;
+	(void)cl;
+	return 0;
+}
+void authz_claim_release(struct worker *w, struct svc_claim *cl)
+{
+	(void)w;
+	(void)cl;
+}
+int authz_service_retried(struct worker *w, struct conn *c)
+{
+	(void)w;
+	(void)c;
 	return 0;
 }
 void authz_service_connected(struct worker *w, struct conn *c, int ok)
