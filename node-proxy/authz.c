@@ -441,6 +441,17 @@ int authz_hbone(struct worker *w, struct pod *dst, const char *principal, int tf
 	return rc;
 }
 
+int authz_mesh_local(struct worker *w, struct pod *dst, struct pod *src, int cfd, uint16_t dst_port)
+{
+	char principal[MESH_ID_MAX];
+
+	if (!g.enabled)
+		return 0;
+	if (mesh_principal(src, principal, sizeof(principal)))
+		principal[0] = '\0'; /* judged as "no identity": cannot happen with mesh on */
+	return authz_hbone(w, dst, principal, cfd, dst_port);
+}
+
 int authz_hbone_recheck(struct worker *w, struct pod *dst, const char *principal, int tfd,
                         uint16_t dst_port)
 {
@@ -481,6 +492,8 @@ void authz_tick(struct worker *w)
 		socklen_t plen = sizeof(peer);
 		struct policy_verdict v;
 		struct pod *dst = NULL;
+		char principal[MESH_ID_MAX];
+		const char *pr = NULL;
 		uint16_t port;
 
 		i = c->next;
@@ -496,10 +509,13 @@ void authz_tick(struct worker *w)
 		port = ntohs(c->dst.sin6_port);
 		if (getpeername(c->ep[0].fd, (struct sockaddr *)&peer, &plen))
 			peer.ss_family = AF_UNSPEC;
-		if (authz_decide(ps, &dst->w, (struct sockaddr *)&peer, port, NULL, &v) == 0)
+		/* a fast-path connection is judged by its source's principal */
+		if (c->mesh_local)
+			pr = mesh_principal(c->pod, principal, sizeof(principal)) ? "" : principal;
+		if (authz_decide(ps, &dst->w, (struct sockaddr *)&peer, port, pr, &v) == 0)
 			continue;
 		CNT_ADD(a->revoked, 1);
-		log_denied("revoked", dst, (struct sockaddr *)&peer, NULL, port, &v);
+		log_denied("revoked", dst, (struct sockaddr *)&peer, pr, port, &v);
 		conn_abort(w, c, 1);
 	}
 	mesh_reauthorize(w); /* and the HBONE streams this worker serves */
@@ -753,15 +769,21 @@ static int retry_socket(struct worker *w, struct conn *c, const struct sockaddr_
 	struct pod *upod = NULL;
 	int one = 1, fd, rc;
 	uint32_t mark = w->cfg.proxy_mark;
+	uint16_t port;
 
-	if (w->cfg.local_shortcut && w->inpod)
+	if ((w->cfg.local_shortcut || c->mesh_local) && w->inpod)
 		upod = inpod_lookup_addr(w->inpod, (const struct sockaddr *)dst);
 	if (upod && upod->id == c->pod->id) {
 		pod_put(upod);
 		upod = NULL;
 	}
-	if (upod &&
-	    authz_plaintext(w, upod, c->ep[0].fd, ntohs(((struct sockaddr_in6 *)dst)->sin6_port))) {
+	if (c->mesh_local && !upod) {
+		rc = -EHOSTUNREACH; /* a fast-path conn never goes plaintext */
+		goto fail;
+	}
+	port = ntohs(((struct sockaddr_in6 *)dst)->sin6_port);
+	if (upod && (c->mesh_local ? authz_mesh_local(w, upod, c->pod, c->ep[0].fd, port)
+	                           : authz_plaintext(w, upod, c->ep[0].fd, port))) {
 		rc = -EACCES;
 		goto fail;
 	}

@@ -66,6 +66,11 @@ int authz_plaintext(struct worker *w, struct pod *dst, int cfd, uint16_t dst_por
  * address), app port @dst_port: 0 allow, -EACCES deny (answer 401). */
 int authz_hbone(struct worker *w, struct pod *dst, const char *principal, int tfd,
                 uint16_t dst_port);
+/* Same-node fast path (mesh.c's -EXDEV): the connection from mesh pod
+ * @src (client socket @cfd) to @dst is judged as an HBONE stream from
+ * @src's principal.  0 allow, -EACCES deny. */
+int authz_mesh_local(struct worker *w, struct pod *dst, struct pod *src, int cfd,
+                     uint16_t dst_port);
 /* The same for an open HBONE stream after a change (mesh_reauthorize()):
  * -EACCES when the new set denies it (counted as revoked, not as new). */
 int authz_hbone_recheck(struct worker *w, struct pod *dst, const char *principal, int tfd,

@@ -153,6 +153,7 @@ static const struct key keys[] = {
 	{ "mesh", "pool_streams", K_UINT, F(mesh_pool_streams), 1, 1000 },
 	{ "mesh", "pool_idle", K_DUR, F(mesh_pool_idle_ms), 0, 0 },
 	{ "mesh", "stream_window", K_UINT, F(mesh_stream_window), 65535, 1 << 30 },
+	{ "mesh", "local_fast_path", K_BOOL, F(mesh_local_fast_path), 0, 0 },
 	{ "policy", "policies_dir", K_PATH, F(policy_dir), 0, 0 },
 	{ "policy", "services_dir", K_PATH, F(services_dir), 0, 0 },
 	{ "policy", "root_namespace", K_NAME, F(policy_root_ns), 0, 0 },

@@ -57,6 +57,7 @@ struct np_config {
 	unsigned mesh_pool_streams;     /* streams per pooled HBONE connection */
 	unsigned mesh_pool_idle_ms;     /* idle pooled connections close after this */
 	unsigned mesh_stream_window;    /* HTTP/2 receive window per stream, bytes */
+	int mesh_local_fast_path;       /* mesh pod -> mesh pod on this node: no tunnel */
 	/* [policy] (authz.c; enforcement off while policies_dir is empty) */
 	char policy_dir[256];    /* authorization policies (policies.d) */
 	char services_dir[256];  /* services (services.d) */

@@ -490,7 +490,7 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 	struct svc_claim cl;
 	socklen_t dlen;
 	struct conn *c;
-	int one = 1, ufd, rc;
+	int one = 1, ufd, rc, mesh_local = 0;
 
 	STAT_ADD(w, accepted, 1);
 	if (kind == LK_HBONE) {
@@ -518,9 +518,13 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 		return;
 	}
 	/* a mesh workload: one stream of an HBONE tunnel, not plain TCP (the
-	 * stream takes the claim) */
-	if (kind == LK_OUTBOUND && mesh_outbound(w, pod, cfd, &dst, &cl) == 0)
-		return;
+	 * stream takes the claim), or the same-node fast path */
+	if (kind == LK_OUTBOUND) {
+		rc = mesh_outbound(w, pod, cfd, &dst, &cl);
+		if (rc == 0)
+			return;
+		mesh_local = rc == -EXDEV;
+	}
 	/* plaintext inbound: the destination pod's policy decides (authz.c) */
 	if (kind == LK_INBOUND && authz_plaintext(w, pod, cfd, ss_port(&dst))) {
 		telemetry_refused(w, pod, NULL, kind, cfd, &dst, RF_DENY);
@@ -546,13 +550,21 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 	 * on 15006: one proxied connection and one TCP connection fewer.
 	 * (When policy lands, the destination's inbound authorization runs
 	 * here.) */
-	if (kind == LK_OUTBOUND && w->cfg.local_shortcut && w->inpod)
+	if (kind == LK_OUTBOUND && (w->cfg.local_shortcut || mesh_local) && w->inpod)
 		upod = inpod_lookup_addr(w->inpod, (struct sockaddr *)&dst);
 	if (upod && upod->id == pod->id) {
 		pod_put(upod); /* to itself: plain outbound */
 		upod = NULL;
 	}
-	if (upod && authz_plaintext(w, upod, cfd, ss_port(&dst))) {
+	if (mesh_local && !upod) {
+		/* removed since mesh.c saw it: never downgrade to plaintext */
+		authz_conn_closed(w, c);
+		conn_pool_put(&w->pool, c);
+		close_rst(cfd);
+		return;
+	}
+	if (upod && (mesh_local ? authz_mesh_local(w, upod, pod, cfd, ss_port(&dst))
+	                        : authz_plaintext(w, upod, cfd, ss_port(&dst)))) {
 		/* the shortcut skips upod's 15006: its inbound policy runs here */
 		telemetry_refused(w, pod, upod, kind, cfd, &dst, RF_DENY);
 		pod_put(upod);
@@ -576,6 +588,7 @@ void conn_accept(struct worker *w, struct pod *pod, int kind, int family, uint16
 	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	STAT_ADD(w, active, 1);
 	c->kind = (uint8_t)kind;
+	c->mesh_local = (uint8_t)mesh_local;
 	c->pod = pod;
 	pod_get(pod);
 	__atomic_fetch_add(&pod->conns, 1, __ATOMIC_RELAXED);

@@ -102,6 +102,7 @@ struct conn {
 	uint8_t kind;        /* enum lsn_kind of the listener it came from */
 	uint8_t rst;         /* on teardown, close with SO_LINGER 0 (RST) */
 	uint8_t on_waitlist; /* queued on the worker's no-buffer wait list */
+	uint8_t mesh_local;  /* mesh fast path: both ends' identities known here */
 	uint16_t gen;
 	int16_t inflight; /* submitted operations not yet completed */
 	uint32_t idx;

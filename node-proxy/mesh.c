@@ -25,7 +25,7 @@
 #define STREAM_UBUF           (32 * 1024) /* plain bytes read per recv */
 #define RING_CACHE            32          /* spare stream rings kept per worker */
 #define H2_FLOW_CONTROL_ERROR 0x3
-#define ID_MAX                2064 /* a SPIFFE ID (2048) and its NUL */
+#define ID_MAX                MESH_ID_MAX
 
 /* sub-operations, in the side byte of user_data */
 enum { M_RECV = 1, M_SEND, M_CONNECT, M_TIMEOUT, M_CANCEL, M_BACKOFF };
@@ -49,16 +49,17 @@ struct mstats {
 	uint64_t stream_resets;      /* streams ended with a reset either way */
 	uint64_t bytes_into_tunnel;  /* plain bytes written to streams */
 	uint64_t bytes_out_of_tunnel;
-	uint64_t pool_conns;     /* gauge: pooled client tunnels */
-	uint64_t pool_streams;   /* gauge: streams on them */
-	uint64_t stream_retries; /* balanced streams re-sent to another endpoint */
+	uint64_t pool_conns;      /* gauge: pooled client tunnels */
+	uint64_t pool_streams;    /* gauge: streams on them */
+	uint64_t stream_retries;  /* balanced streams re-sent to another endpoint */
+	uint64_t local_fast_path; /* mesh pod -> mesh pod here, joined without a tunnel */
 };
 static const char *const mstat_names[] = {
 	"outbound_hbone",   "outbound_plain",    "no_identity",           "tunnels_dialled",
 	"tunnels_accepted", "tunnels_active",    "tunnel_connect_errors", "streams_active",
 	"inbound_streams",  "bad_authority",     "app_connect_errors",    "refused_by_peer",
 	"stream_resets",    "bytes_into_tunnel", "bytes_out_of_tunnel",   "pool_conns",
-	"pool_streams",     "stream_retries",
+	"pool_streams",     "stream_retries",    "local_fast_path",
 };
 _Static_assert(sizeof(mstat_names) / sizeof(mstat_names[0]) ==
                    sizeof(struct mstats) / sizeof(uint64_t),
@@ -72,6 +73,7 @@ static struct {
 	struct identity_cache *ic;
 	struct hbone_config hcfg;
 	uint16_t port_hbone, port_out, port_in;
+	int local_fast_path;
 	struct mstats st[POD_MAX_WORKERS];
 } g;
 
@@ -180,6 +182,7 @@ int mesh_init(const struct np_config *cfg, char *err, size_t errlen)
 	if (g.hcfg.conn_window < g.hcfg.stream_window)
 		g.hcfg.conn_window = g.hcfg.stream_window;
 	g.port_hbone = cfg->port_hbone;
+	g.local_fast_path = cfg->mesh_local_fast_path;
 	g.port_out = cfg->port_outbound;
 	g.port_in = cfg->port_inbound;
 	g.enabled = 1;
@@ -193,6 +196,13 @@ void mesh_fini(void)
 	identity_cache_free(g.ic);
 	g.ic = NULL;
 	g.enabled = 0;
+}
+
+int mesh_principal(const struct pod *pod, char *out, size_t len)
+{
+	if (!g.enabled)
+		return -ENOENT;
+	return identity_spiffe_id(g.ic, pod->w.ns, pod->w.sa[0] ? pod->w.sa : "default", out, len);
 }
 
 int mesh_enabled(void)
@@ -1258,6 +1268,20 @@ int mesh_outbound(struct worker *w, struct pod *pod, int cfd, const struct socka
 	if (mesh_dst(w, pod, dst, dst_id, sizeof(dst_id)) || !(mw = mw_of(w)))
 		goto plain;
 	cur_mw = mw;
+	if (g.local_fast_path) {
+		/* Both ends are pods of this node and this process holds both
+		 * identities: a tunnel from us to us would prove nothing the
+		 * capture did not.  conn.c joins the two sockets directly and
+		 * judges the destination's policy with the source's principal
+		 * (the source must have its SVID, as for a tunnel). */
+		struct tls_identity *src =
+		    identity_get(g.ic, pod->w.ns, pod->w.sa[0] ? pod->w.sa : "default");
+		if (src) {
+			tls_identity_unref(src);
+			MSTAT(mw, local_fast_path, 1);
+			return -EXDEV;
+		}
+	}
 	MSTAT(mw, outbound_hbone, 1);
 	s = obj_new(mw, sizeof(*s), offsetof(struct mstream, ubuf), MT_STREAM, pod);
 	if (!s) {

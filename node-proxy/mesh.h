@@ -59,8 +59,14 @@ json_t *mesh_stats_json(void);
 /* A connection accepted on @pod's 15008: 0 when taken (fd owned), else
  * -errno and the caller refuses it as before. */
 int mesh_accept_hbone(struct worker *w, struct pod *pod, int cfd);
+#define MESH_ID_MAX 2064 /* a SPIFFE ID (2048) and its NUL */
+/* @pod's SPIFFE ID (0), -ENOENT when the mesh is off. */
+int mesh_principal(const struct pod *pod, char *out, size_t len);
 /* An outbound connection from @pod to @dst: 0 when it goes over HBONE
- * (fd owned, also on failure), -ENOENT for plain passthrough.  @cl (may be
+ * (fd owned, also on failure), -ENOENT for plain passthrough, -EXDEV for
+ * the same-node fast path ([mesh] local_fast_path: @dst is a mesh pod of
+ * this node, the caller joins the sockets and judges the destination's
+ * policy with authz_mesh_local(); the claim stays with the caller).  @cl (may be
  * NULL or unused): the service claim when @dst is a balanced endpoint; the
  * stream takes it over (0), and retries on another endpoint when the
  * attempt fails before the stream opens. */

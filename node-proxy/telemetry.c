@@ -243,10 +243,14 @@ void telemetry_conn_open(struct worker *w, struct conn *c)
 			t->peer = inpod_lookup_addr(w->inpod, (struct sockaddr *)&c->dst);
 		dw = c->upod ? &c->upod->w : t->peer ? &t->peer->w : NULL;
 		authz_service_names(w, c, &t->sv.ns, &t->sv.name);
-		t->series[0] = series_of(METRICS_REPORTER_SOURCE, 0, &c->pod->w, dw, NULL, &t->sv);
+		/* the mesh fast path: both identities known to this process,
+		 * reported as the mutual TLS a tunnel would have had */
+		t->mtls = c->mesh_local;
+		t->series[0] =
+		    series_of(METRICS_REPORTER_SOURCE, t->mtls, &c->pod->w, dw, NULL, &t->sv);
 		if (c->upod) /* one hop is both sides: also the destination's report */
-			t->series[1] = series_of(METRICS_REPORTER_DESTINATION, 0, &c->pod->w, dw,
-			                         NULL, &t->sv);
+			t->series[1] = series_of(METRICS_REPORTER_DESTINATION, t->mtls, &c->pod->w,
+			                         dw, NULL, &t->sv);
 	} else {
 		if (t->src.sin6_family && w->inpod)
 			t->peer = inpod_lookup_addr(w->inpod, (struct sockaddr *)&t->src);

@@ -618,7 +618,7 @@ def test_service_health_check(topo, bins):
         proxy.stop_clean()
 
 
-def _service_mesh(topo, bins, n_eps, service_extra=""):
+def _service_mesh(topo, bins, n_eps, service_extra="", mesh_extra=""):
     """Node n1 with a client and n_eps endpoints of shop/backend (HTTP on
     8080), node-proxy with HBONE on and SERVICE + service_extra."""
     n1 = topo.add_node("n1")
@@ -632,7 +632,7 @@ def _service_mesh(topo, bins, n_eps, service_extra=""):
     alog = os.path.join(topo.tmpdir, "access.log")
     proxy = PolicyProxy(topo, bins, n1, {},
                         conf_extra=f"services_dir = {sdir}\n[mesh]\nca_dir = {ca}\n"
-                                   f"[telemetry]\naccess_log = {alog}\n")
+                                   f"{mesh_extra}[telemetry]\naccess_log = {alog}\n")
     proxy.alog = alog
     proxy.enrol(client, "shop", {"app": "client"})
     servers = []
@@ -765,14 +765,16 @@ for i in range(n):
 """
 
 
-@pytest.mark.parametrize("hbone", [False, True], ids=["plaintext", "hbone"])
+@pytest.mark.parametrize("hbone", [False, True, "fast_path"],
+                         ids=["plaintext", "hbone", "mesh-fast-path"])
 def test_service_retry_backoff(topo, bins, hbone):
     """retry_backoff_ms: a retried connection waits before its next
     attempt, so every retried one takes at least the backoff (a lower
     bound only: load can make it slower, never faster)."""
     extra = "retries = 1\nretry_backoff_ms = 400\noutlier_consecutive_failures = 0\n"
     if hbone:
-        client, eps, servers, proxy = _service_mesh(topo, bins, 2, extra)
+        client, eps, servers, proxy = _service_mesh(
+            topo, bins, 2, extra, "local_fast_path = true\n" if hbone == "fast_path" else "")
     else:
         n1 = topo.add_node("n1")
         client = topo.add_pod(n1, "client")
@@ -800,5 +802,78 @@ def test_service_retry_backoff(topo, bins, hbone):
         print("retried", retried, "slow", slow, rows)
         assert retried >= 1, rows  # be1 is picked about half the time
         assert slow >= retried, (slow, retried, rows)
+        if hbone == "fast_path":  # joined in-process: no tunnel at all
+            m = proxy.json("/stats")["mesh"]
+            assert m["local_fast_path"] >= 12 and m["tunnels_dialled"] == 0, m
+    finally:
+        proxy.stop_clean()
+
+
+def test_mesh_local_fast_path(topo, bins):
+    """[mesh] local_fast_path: a mesh pod to a mesh pod of the same node is
+    joined in-process, no tunnel, yet judged exactly like an HBONE stream:
+    by the client's SPIFFE ID (allowed / denied), STRICT satisfied, an
+    edit revokes an open connection, and telemetry reports mutual_tls with
+    both principals.  A pod outside the mesh still gets no way in."""
+    n1 = topo.add_node("n1")
+    fe = topo.add_pod(n1, "frontend")
+    intr = topo.add_pod(n1, "intruder")
+    be = topo.add_pod(n1, "backend")
+    legacy = topo.add_pod(n1, "legacy")  # never enrolled: outside the mesh
+    ca = make_ca(topo, bins)
+    alog = os.path.join(topo.tmpdir, "access.log")
+    proxy = PolicyProxy(topo, bins, n1,
+                        {"10-backend.ini": HBONE_ALLOW, "00-strict.ini": SHOP_STRICT},
+                        conf_extra=f"[mesh]\nca_dir = {ca}\nlocal_fast_path = true\n"
+                                   f"[telemetry]\naccess_log = {alog}\n")
+    proxy.alog = alog
+    try:
+        proxy.enrol(fe, "shop", {"app": "frontend"})
+        proxy.enrol(intr, "shop", {"app": "intruder"})
+        proxy.enrol(be, "shop", {"app": "backend"})
+        http_server(be, 8080)
+        tcp_echo_server(be, 8081)
+        s0 = proxy.json("/stats")
+        r = curl(fe, be.ip, 8080)
+        assert r.returncode == 0 and r.stdout == "backend\n", r.stderr
+        r = curl(intr, be.ip, 8080)
+        assert r.returncode in REFUSED, (r.returncode, r.stderr)
+        r = curl(legacy, be.ip, 8080)  # plaintext from outside: STRICT
+        assert r.returncode in REFUSED, (r.returncode, r.stderr)
+        s1 = proxy.json("/stats")
+        a0, a1, m0, m1 = s0["authz"], s1["authz"], s0["mesh"], s1["mesh"]
+        assert m1["local_fast_path"] - m0["local_fast_path"] == 2, m1
+        assert m1["tunnels_dialled"] == m0["tunnels_dialled"] == 0, m1
+        assert m1["outbound_hbone"] == m0["outbound_hbone"], m1
+        assert a1["hbone_allowed"] - a0["hbone_allowed"] == 1
+        assert a1["hbone_denied"] - a0["hbone_denied"] == 1
+        assert a1["by_reason"]["deny_plaintext"] - a0["by_reason"]["deny_plaintext"] == 1
+        assert "principal=spiffe://cluster.local/ns/shop/sa/intruder" in topo.log(proxy.proc)
+        # an open fast-path connection is revoked when its port leaves the rule
+        cut = fe.popen([PYTHON, "-c", _LONG_CLIENT, be.ip, "8081"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+        assert cut.stdout.readline().strip() == "open"
+        t0 = time.monotonic()
+        proxy.write("10-backend.ini", HBONE_ALLOW.replace("ports = 8080, 8081", "ports = 8080"))
+        out = cut.stdout.readline().strip()
+        dt = time.monotonic() - t0
+        assert out in ("reset", "eof"), out
+        assert dt < 2.0, dt
+        assert proxy.authz()["revoked"] == a1["revoked"] + 1
+        cut.wait(timeout=5)
+        assert curl(fe, be.ip, 8080).returncode == 0
+        # reported as the mutual TLS a tunnel would have been, both principals
+        code, text = proxy.http("/metrics", port=15020)
+        assert code == 200, text
+        for rep in ("source", "destination"):
+            assert re.search(r'istio_tcp_connections_opened_total\{reporter="' + rep +
+                             r'",source_workload="frontend"[^}]*source_principal="spiffe://'
+                             r'cluster\.local/ns/shop/sa/frontend"[^}]*destination_principal='
+                             r'"spiffe://cluster\.local/ns/shop/sa/backend"[^}]*'
+                             r'connection_security_policy="mutual_tls"', text), \
+                [ln for ln in text.split("\n") if "connections_opened" in ln]
+        recs = _access_log(proxy, 1)
+        assert any(r["src_workload"] == "frontend" and r["dst_workload"] == "backend" and
+                   r["connection_security_policy"] == "mutual_tls" for r in recs), recs[:4]
     finally:
         proxy.stop_clean()

@@ -93,6 +93,16 @@ void authz_claim_release(struct worker *w, struct svc_claim *cl)
 	(void)w;
 	(void)cl;
 }
+int authz_mesh_local(struct worker *w, struct pod *dst, struct pod *src, int cfd,
+                     uint16_t dst_port)
+{
+	(void)w;
+	(void)dst;
+	(void)src;
+	(void)cfd;
+	(void)dst_port;
+	return 0;
+}
 int authz_service_retried(struct worker *w, struct conn *c)
 {
 	(void)w;
