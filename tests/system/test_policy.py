@@ -877,3 +877,64 @@ def test_mesh_local_fast_path(topo, bins):
                    r["connection_security_policy"] == "mutual_tls" for r in recs), recs[:4]
     finally:
         proxy.stop_clean()
+
+
+# N requests, one new connection each; a failed one is counted, not fatal
+_COUNTING_CLIENT = r"""
+import collections, http.client, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+seen = collections.Counter()
+for i in range(n):
+    try:
+        c = http.client.HTTPConnection(host, port, timeout=10)
+        c.request("GET", "/")
+        seen[c.getresponse().read().decode().strip()] += 1
+        c.close()
+    except OSError as e:
+        seen["error"] += 1
+for k, v in sorted(seen.items()):
+    print(k, v, flush=True)
+"""
+
+
+@pytest.mark.parametrize("hbone", [False, True], ids=["plaintext", "hbone"])
+def test_service_endpoint_dies_under_load(topo, bins, hbone):
+    """An endpoint's app is killed while a client keeps opening connections
+    to the VIP: at most the one in flight fails, the rest are served by the
+    others (retried on them), and the dead endpoint is ejected."""
+    extra = "retries = 2\noutlier_consecutive_failures = 2\noutlier_ejection_ms = 30000\n"
+    if hbone:
+        client, eps, servers, proxy = _service_mesh(topo, bins, 3, extra)
+    else:
+        n1 = topo.add_node("n1")
+        client = topo.add_pod(n1, "client")
+        eps = [topo.add_pod(n1, f"be{i}") for i in range(3)]
+        sdir = os.path.join(topo.tmpdir, "services.d")
+        os.makedirs(sdir)
+        with open(os.path.join(sdir, "10-backend.ini"), "w") as f:
+            f.write(SERVICE.format(maxc=100) + extra)
+        proxy = PolicyProxy(topo, bins, n1, {}, conf_extra=f"services_dir = {sdir}\n")
+        proxy.enrol(client, "shop", {"app": "client"})
+        servers = []
+        for p in eps:
+            proxy.enrol(p, "shop", {"app": "backend"})
+            servers.append(http_server(p, 8080))
+    try:
+        load = client.popen([PYTHON, "-c", _COUNTING_CLIENT, "10.96.0.10", "80", "600"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # kill be2 once it has served some of the load
+        deadline = time.monotonic() + 60
+        while proxy.authz()["services"]["routed"] < 100:
+            assert time.monotonic() < deadline and load.poll() is None, proxy.authz()
+            time.sleep(0.05)
+        topo.stop(servers[2], grace=0.2)
+        out, _ = load.communicate(timeout=180)
+        counts = {k: int(v) for k, v in (line.split() for line in out.split("\n") if line)}
+        print("be2 killed under load:", counts)
+        assert counts.get("error", 0) <= 1, counts
+        assert sum(counts.values()) == 600, counts
+        assert counts.get("be2", 0) >= 10, counts  # it was serving before
+        sv = proxy.authz()["services"]
+        assert sv["by_service"]["shop/backend"]["ejections"] >= 1, sv
+    finally:
+        proxy.stop_clean()
