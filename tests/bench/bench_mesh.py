@@ -359,7 +359,11 @@ def idle_rss(topo, cfg, n):
     the load runs, so buffer pages already faulted in do not count."""
     srv = cfg.dst.popen([PYTHON, "-c", _IDLE_SERVER, str(IDLE_PORT)])
     try:
-        wait_port(cfg.dst, IDLE_PORT, timeout=30)
+        try:
+            wait_port(cfg.dst, IDLE_PORT, timeout=30)
+        except Exception as e:
+            raise RuntimeError(f"idle server: {e}; its log: {topo.log(srv)[-500:]!r}, "
+                               f"exit status {srv.poll()}") from None
         time.sleep(0.3)
         before = cfg.rss_kb()
         cl = cfg.src.popen([PYTHON, "-c", _IDLE_CLIENT, cfg.dst.ip, str(IDLE_PORT), str(n)],
