@@ -192,6 +192,11 @@ def redis_server_path(topo):
 
 
 def start_servers(topo, pod, httpd):
+    # tune_pod() makes 1024-65535 ephemeral; keep the server ports out of it,
+    # or a proxy's connection to the app from inside this pod can take the
+    # idle server's port before it binds (EADDRINUSE, seen in full runs)
+    pod.run(["sysctl", "-qw", "net.ipv4.ip_local_reserved_ports="
+             f"{IPERF_PORT},{REDIS_PORT},{PORT},{IDLE_PORT}"])
     pod.popen([str(httpd), str(PORT), str(BODY)])
     pod.popen(["iperf3", "-s", "-p", str(IPERF_PORT)])
     pod.popen([redis_server_path(topo), "--port", str(REDIS_PORT), "--bind", "0.0.0.0",
