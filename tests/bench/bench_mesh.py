@@ -4,7 +4,8 @@ per-pod sidecars, side by side, in one run on one node.
     /usr/bin/python3 tests/bench/bench_mesh.py BUILD_DIR [--quick]
     /usr/bin/python3 tests/bench/bench_mesh.py --report BUILD_DIR/bench/results.json
     env: BENCH_SECONDS run length (4; quick 1), BENCH_ROUNDS (3),
-         BENCH_PODS scale pod counts ("1,10,50,100"; quick "1,10")
+         BENCH_PODS scale pod counts ("1,10,50,100"; quick "1,10"),
+         BENCH_NP_ARGS extra flags for every node-proxy instance
 
 Configurations, all up at the same time on one node, each with its own
 client/server pod pair:
@@ -119,7 +120,8 @@ class NodeProxy:
                                 self.sock, "--state-file", str(d / f"{name}.state"),
                                 "--admin-port", str(self.admin), "--readiness-port",
                                 str(16500 + index), "--workers", str(workers), "--log-level",
-                                "warn", "--drain-timeout", "1s"])
+                                "warn", "--drain-timeout", "1s"] +
+                               os.environ.get("BENCH_NP_ARGS", "").split())
 
     def wait_ready(self, timeout=20):
         deadline = time.monotonic() + timeout
@@ -552,7 +554,8 @@ def main():
     info = machine()
     info.update({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": quick,
                  "duration_s": duration, "rounds": rounds, "pod_counts": counts,
-                 "idle_connections": n_idle, "redis_requests": redis_n, "body_bytes": BODY})
+                 "idle_connections": n_idle, "redis_requests": redis_n, "body_bytes": BODY,
+                 "np_args": os.environ.get("BENCH_NP_ARGS", "")})
     log(f"bench: {info['nproc']} x {info['model']}, kernel {info['kernel']}, {duration}s runs, "
         f"{rounds} rounds, pods {counts}")
     topo = Topology(bins=bins)
@@ -839,7 +842,6 @@ def targets(result, S):
 
 def report(result):
     info = result["machine"]
-    raw = result["raw"]
     S = summarize(result)
     T = targets(result, S)
     cols = [k for k, _ in CONFIGS]
