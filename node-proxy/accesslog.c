@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <limits.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -26,6 +28,10 @@
 
 #define WRITE_BATCH   (64 * 1024)
 #define IDLE_SLEEP_MS 10
+/* Empty passes before the writer stops polling and sleeps until woken: a
+ * node-proxy with its log off (or no traffic) costs no timer wake-ups. */
+#define IDLE_PASSES_BEFORE_SLEEP 20
+#define SLEEP_MAX_MS             1000 /* bounds a missed wake-up, never expected */
 
 struct al_ring {
 	/* producer side */
@@ -57,7 +63,23 @@ static struct {
 	char *line;                              /* [AL_LINE_MAX], one formatted line */
 	size_t batch_max;                        /* bytes per write(2) */
 	uint64_t *new_tail;                      /* writer's scratch: [n] */
+	int efd;                                 /* wakes the sleeping writer */
+	int sleeping;                            /* atomic: the writer waits on efd */
 } A;
+
+/* Producers, reopen and stop: wake the writer if it went to sleep.  The
+ * fence orders the caller's publication (ring head, request) before the
+ * flag's load; the writer orders its flag store before its re-check of
+ * the rings the same way, so one of the two always sees the other. */
+static void wake_writer(void)
+{
+	uint64_t one = 1;
+
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&A.sleeping, __ATOMIC_RELAXED) &&
+	    __atomic_exchange_n(&A.sleeping, 0, __ATOMIC_ACQ_REL))
+		(void)!write(A.efd, &one, sizeof(one));
+}
 
 void al_str(char *dst, size_t cap, const char *src)
 {
@@ -298,6 +320,7 @@ void accesslog_commit(unsigned w)
 	if (!rec->end_ns && !clock_gettime(CLOCK_REALTIME, &ts))
 		rec->end_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 	__atomic_store_n(&r->head, r->head + 1, __ATOMIC_RELEASE);
+	wake_writer(); /* one load per connection; a syscall only after idleness */
 }
 
 int accesslog_submit(unsigned w, const struct al_record *rec)
@@ -334,6 +357,7 @@ uint32_t accesslog_sampling(void)
 void accesslog_reopen(void)
 {
 	__atomic_fetch_add(&A.reopen_req, 1, __ATOMIC_RELAXED);
+	wake_writer();
 }
 
 /* --- writer ---------------------------------------------------------------- */
@@ -439,7 +463,9 @@ static size_t drain_once(void)
 static void *writer_main(void *arg)
 {
 	struct timespec idle = { 0, IDLE_SLEEP_MS * 1000000L };
-
+	struct pollfd pfd = { .fd = A.efd, .events = POLLIN };
+	unsigned empty = 0;
+	uint64_t v;
 	uint32_t req;
 
 	(void)arg;
@@ -449,13 +475,32 @@ static void *writer_main(void *arg)
 			do_reopen();
 			__atomic_store_n(&A.reopen_done, req, __ATOMIC_RELEASE);
 		}
-		if (drain_once())
+		if (drain_once()) {
+			empty = 0;
 			continue;
+		}
 		if (__atomic_load_n(&A.stop, __ATOMIC_ACQUIRE)) {
 			drain_once();
 			break;
 		}
-		nanosleep(&idle, NULL);
+		/* busy: poll every 10 ms (a burst fills the rings no faster
+		 * than that drains them); idle: sleep until woken */
+		if (++empty < IDLE_PASSES_BEFORE_SLEEP) {
+			nanosleep(&idle, NULL);
+			continue;
+		}
+		__atomic_store_n(&A.sleeping, 1, __ATOMIC_RELAXED);
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		if (drain_once() || __atomic_load_n(&A.stop, __ATOMIC_ACQUIRE) ||
+		    __atomic_load_n(&A.reopen_req, __ATOMIC_RELAXED) != A.reopen_done) {
+			__atomic_store_n(&A.sleeping, 0, __ATOMIC_RELAXED);
+			empty = 0;
+			continue;
+		}
+		if (poll(&pfd, 1, SLEEP_MAX_MS) > 0)
+			(void)!read(A.efd, &v, sizeof(v));
+		__atomic_store_n(&A.sleeping, 0, __ATOMIC_RELAXED);
+		empty = 0;
 	}
 	return NULL;
 }
@@ -537,6 +582,11 @@ int accesslog_init(unsigned max_workers, unsigned ring_size, const char *path)
 		A.fd = STDERR_FILENO;
 	}
 	set_batch_max();
+	A.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (A.efd < 0) {
+		rc = -errno;
+		goto fail;
+	}
 	rc = -pthread_create(&A.thread, NULL, writer_main, NULL);
 	if (rc)
 		goto fail;
@@ -545,6 +595,8 @@ int accesslog_init(unsigned max_workers, unsigned ring_size, const char *path)
 fail:
 	if (A.path && A.fd >= 0)
 		close(A.fd);
+	if (A.efd > 0)
+		close(A.efd);
 	if (A.rings)
 		for (i = 0; i < max_workers; i++)
 			free(A.rings[i].rec);
@@ -564,9 +616,11 @@ void accesslog_fini(void)
 	if (!A.inited)
 		return;
 	__atomic_store_n(&A.stop, 1, __ATOMIC_RELEASE);
+	wake_writer();
 	pthread_join(A.thread, NULL);
 	if (A.path)
 		close(A.fd);
+	close(A.efd);
 	for (i = 0; i < A.n; i++)
 		free(A.rings[i].rec);
 	free(A.rings);
