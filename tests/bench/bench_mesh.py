@@ -14,6 +14,9 @@ client/server pod pair:
                   between the client pod's 15001 and the server pod's 15008
   ambient-plain   a second node-proxy instance without [mesh] (same-node
                   shortcut, one proxied hop): proxy cost without crypto
+  ambient-fast    a third instance with [mesh] on and local_fast_path: the
+                  two mesh pods of this node joined in-process (policy by
+                  SPIFFE ID as for HBONE, no TLS: docs/security.md)
   ambit-sidecar   one ambit-node-proxy instance PER POD, each enrolling its
                   own pod (own control socket, state file, admin /
                   readiness / metrics ports), HBONE between the two
@@ -65,6 +68,7 @@ CONFIGS = (
     ("direct", "direct"),
     ("ambient", "ambit ambient (HBONE)"),
     ("ambient-plain", "ambit ambient plaintext"),
+    ("ambient-fast", "ambit ambient, same-node fast path"),
     ("ambit-sidecar", "ambit per-pod sidecars (HBONE)"),
     ("haproxy", "HAProxy mTLS sidecars"),
     ("haproxy-plain", "HAProxy plaintext sidecars"),
@@ -104,7 +108,7 @@ class NodeProxy:
     socket, state file and admin / readiness / metrics ports (index picks
     them), so any number run side by side."""
 
-    def __init__(self, topo, node, bins, name, index, ca_dir=None, workers=2):
+    def __init__(self, topo, node, bins, name, index, ca_dir=None, workers=2, mesh_extra=""):
         self.topo, self.node, self.name = topo, node, name
         self.np = str(bins / "ambit-node-proxy")
         self.admin = 16000 + index
@@ -113,7 +117,7 @@ class NodeProxy:
         conf = d / f"{name}.ini"
         text = f"[telemetry]\nmetrics_port = {17000 + index}\n"
         if ca_dir:
-            text += f"[mesh]\nca_dir = {ca_dir}\n"
+            text += f"[mesh]\nca_dir = {ca_dir}\n{mesh_extra}"
         conf.write_text(text)
         self.sock = str(d / f"{name}.sock")
         self.proc = node.popen([self.np, "run", "--config", str(conf), "--control-socket",
@@ -577,11 +581,14 @@ def main():
         # ambient: one node proxy for the node, the pair plus 8 more pods
         amb = NodeProxy(topo, n1, bins, "ambient", 0, ca_dir)
         ambp = NodeProxy(topo, n1, bins, "ambient-plain", 1)
+        ambf = NodeProxy(topo, n1, bins, "ambient-fast", 4, ca_dir,
+                         mesh_extra="local_fast_path = true\n")
         extra = [topo.add_pod(n1, f"e{i}") for i in range(8)]
-        for p in (amb, ambp):
+        for p in (amb, ambp, ambf):
             p.wait_ready()
         for key, proxy, pods in (("ambient", amb, list(pairs["ambient"]) + extra),
-                                 ("ambient-plain", ambp, pairs["ambient-plain"])):
+                                 ("ambient-plain", ambp, pairs["ambient-plain"]),
+                                 ("ambient-fast", ambf, pairs["ambient-fast"])):
             for pod in pods:
                 n1.run([str(bins / "ambit-redirect"), "install", "--netns", pod.path])
                 proxy.enrol(pod)
@@ -619,7 +626,8 @@ def main():
         log("all configurations answer; proxies idle")
         time.sleep(1.0)
         idle = {k: cfgs[k].rss_kb() for k, _ in CONFIGS if cfgs[k].pids}
-        s0 = {"ambient": amb.stats(), "sidecar-a": inst_a.stats(), "sidecar-b": inst_b.stats()}
+        s0 = {"ambient": amb.stats(), "ambient-fast": ambf.stats(), "sidecar-a": inst_a.stats(),
+              "sidecar-b": inst_b.stats()}
 
         workloads = [
             ("paced1k", "paced 1000 req/s", lambda c: paced(c, 1000, duration, paced_bin)),
@@ -647,7 +655,8 @@ def main():
                     raw[key].setdefault(wkey, []).append(m)
                     log(f"round {rnd + 1}/{rounds} {wname:16s} {key:14s} {brief(wkey, m)}")
             loads.append(os.getloadavg())
-        s1 = {"ambient": amb.stats(), "sidecar-a": inst_a.stats(), "sidecar-b": inst_b.stats()}
+        s1 = {"ambient": amb.stats(), "ambient-fast": ambf.stats(), "sidecar-a": inst_a.stats(),
+              "sidecar-b": inst_b.stats()}
         mesh = mesh_check(s0, s1)
         log(f"tunnel counters: {mesh}")
         per_conn = {}
@@ -660,7 +669,7 @@ def main():
                 log(f"{key}: idle-connection RSS failed: {e}")
                 per_conn[key] = math.nan
             log(f"RSS per open connection {key}: {per_conn[key]:.2f} KiB ({n_idle} idle)")
-        for p in (amb, ambp, inst_a, inst_b):
+        for p in (amb, ambp, ambf, inst_a, inst_b):
             topo.stop(p.proc)
         for key in ("haproxy", "haproxy-plain"):
             for proc in cfgs[key].procs:
@@ -712,7 +721,7 @@ def mesh_check(s0, s1):
     for k in s0:
         a, b = s0[k].get("mesh", {}), s1[k].get("mesh", {})
         out[k] = {f: b.get(f, 0) - a.get(f, 0) for f in ("outbound_hbone", "outbound_plain",
-                                                         "inbound_streams")}
+                                                         "inbound_streams", "local_fast_path")}
         out[k]["handshakes"] = {r: b.get("handshakes", {}).get(r, 0) -
                                 a.get("handshakes", {}).get(r, 0) for r in ("client", "server")}
     return out
@@ -794,7 +803,7 @@ def summarize(result):
     raw = result["raw"]
     out = {}
     for key, _, unit, get, _hb in METRICS:
-        out[key] = {c: stats(get(raw[c])) for c, _ in CONFIGS}
+        out[key] = {c: stats(get(raw.get(c, {}))) for c, _ in CONFIGS}
     return out
 
 
