@@ -618,9 +618,11 @@ def test_service_health_check(topo, bins):
         proxy.stop_clean()
 
 
-def _service_mesh(topo, bins, n_eps, service_extra="", mesh_extra=""):
+def _service_setup(topo, bins, n_eps, service_extra="", mesh_extra=None):
     """Node n1 with a client and n_eps endpoints of shop/backend (HTTP on
-    8080), node-proxy with HBONE on and SERVICE + service_extra."""
+    8080), node-proxy with SERVICE + service_extra; HBONE on (plus
+    mesh_extra in [mesh]) unless mesh_extra is None.  The access log goes
+    to proxy.alog."""
     n1 = topo.add_node("n1")
     client = topo.add_pod(n1, "client")
     eps = [topo.add_pod(n1, f"be{i}") for i in range(n_eps)]
@@ -628,11 +630,12 @@ def _service_mesh(topo, bins, n_eps, service_extra="", mesh_extra=""):
     os.makedirs(sdir)
     with open(os.path.join(sdir, "10-backend.ini"), "w") as f:
         f.write(SERVICE.format(maxc=100) + service_extra)
-    ca = make_ca(topo, bins)
     alog = os.path.join(topo.tmpdir, "access.log")
-    proxy = PolicyProxy(topo, bins, n1, {},
-                        conf_extra=f"services_dir = {sdir}\n[mesh]\nca_dir = {ca}\n"
-                                   f"{mesh_extra}[telemetry]\naccess_log = {alog}\n")
+    conf = f"services_dir = {sdir}\n"
+    if mesh_extra is not None:
+        conf += f"[mesh]\nca_dir = {make_ca(topo, bins)}\n{mesh_extra}"
+    proxy = PolicyProxy(topo, bins, n1, {}, conf_extra=conf +
+                        f"[telemetry]\naccess_log = {alog}\n")
     proxy.alog = alog
     proxy.enrol(client, "shop", {"app": "client"})
     servers = []
@@ -640,6 +643,10 @@ def _service_mesh(topo, bins, n_eps, service_extra="", mesh_extra=""):
         proxy.enrol(p, "shop", {"app": "backend"})
         servers.append(http_server(p, 8080))
     return client, eps, servers, proxy
+
+
+def _service_mesh(topo, bins, n_eps, service_extra="", mesh_extra=""):
+    return _service_setup(topo, bins, n_eps, service_extra, mesh_extra)
 
 
 def _access_log(proxy, want, timeout=5):
@@ -772,23 +779,8 @@ def test_service_retry_backoff(topo, bins, hbone):
     attempt, so every retried one takes at least the backoff (a lower
     bound only: load can make it slower, never faster)."""
     extra = "retries = 1\nretry_backoff_ms = 400\noutlier_consecutive_failures = 0\n"
-    if hbone:
-        client, eps, servers, proxy = _service_mesh(
-            topo, bins, 2, extra, "local_fast_path = true\n" if hbone == "fast_path" else "")
-    else:
-        n1 = topo.add_node("n1")
-        client = topo.add_pod(n1, "client")
-        eps = [topo.add_pod(n1, f"be{i}") for i in range(2)]
-        sdir = os.path.join(topo.tmpdir, "services.d")
-        os.makedirs(sdir)
-        with open(os.path.join(sdir, "10-backend.ini"), "w") as f:
-            f.write(SERVICE.format(maxc=100) + extra)
-        proxy = PolicyProxy(topo, bins, n1, {}, conf_extra=f"services_dir = {sdir}\n")
-        proxy.enrol(client, "shop", {"app": "client"})
-        servers = []
-        for p in eps:
-            proxy.enrol(p, "shop", {"app": "backend"})
-            servers.append(http_server(p, 8080))
+    mesh = None if not hbone else "local_fast_path = true\n" if hbone == "fast_path" else ""
+    client, eps, servers, proxy = _service_setup(topo, bins, 2, extra, mesh)
     try:
         topo.stop(servers[1])
         r0 = proxy.authz()["services"]["retries"]
@@ -903,22 +895,7 @@ def test_service_endpoint_dies_under_load(topo, bins, hbone):
     to the VIP: at most the one in flight fails, the rest are served by the
     others (retried on them), and the dead endpoint is ejected."""
     extra = "retries = 2\noutlier_consecutive_failures = 2\noutlier_ejection_ms = 30000\n"
-    if hbone:
-        client, eps, servers, proxy = _service_mesh(topo, bins, 3, extra)
-    else:
-        n1 = topo.add_node("n1")
-        client = topo.add_pod(n1, "client")
-        eps = [topo.add_pod(n1, f"be{i}") for i in range(3)]
-        sdir = os.path.join(topo.tmpdir, "services.d")
-        os.makedirs(sdir)
-        with open(os.path.join(sdir, "10-backend.ini"), "w") as f:
-            f.write(SERVICE.format(maxc=100) + extra)
-        proxy = PolicyProxy(topo, bins, n1, {}, conf_extra=f"services_dir = {sdir}\n")
-        proxy.enrol(client, "shop", {"app": "client"})
-        servers = []
-        for p in eps:
-            proxy.enrol(p, "shop", {"app": "backend"})
-            servers.append(http_server(p, 8080))
+    client, eps, servers, proxy = _service_setup(topo, bins, 3, extra, "" if hbone else None)
     try:
         load = client.popen([PYTHON, "-c", _COUNTING_CLIENT, "10.96.0.10", "80", "600"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
