@@ -867,18 +867,12 @@ int authz_service_retry(struct worker *w, struct conn *c)
 	return 1;
 }
 
-void authz_service_connected(struct worker *w, struct conn *c, int ok)
+void authz_service_connected(struct worker *w, struct conn *c)
 {
 	struct svc_slot *s = g.cw ? slot_of(w, c) : NULL;
 
-	if (!s || !s->cl.ep)
-		return;
-	if (ok) {
+	if (s)
 		authz_claim_ok(w, &s->cl);
-	} else {
-		services_report(s->cl.ep, false, w->now_ms);
-		CNT_ADD(aw_of(w)->svc_connect_failed, 1);
-	}
 }
 
 void authz_service_names(struct worker *w, struct conn *c, const char **ns, const char **name)

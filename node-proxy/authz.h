@@ -116,7 +116,9 @@ void authz_claim_release(struct worker *w, struct svc_claim *cl);
 
 /* conn.c's side: @c takes over claim @cl (0, or -ENOMEM: @cl released). */
 int authz_service_attach(struct worker *w, struct conn *c, struct svc_claim *cl);
-void authz_service_connected(struct worker *w, struct conn *c, int ok);
+/* The connect of balanced @c succeeded (a failure goes through
+ * authz_service_retry(), which reports it). */
+void authz_service_connected(struct worker *w, struct conn *c);
 /* The connect of balanced @c failed: report it and, within the service's
  * retries, reconnect @c to another endpoint (new upstream socket, connect
  * submitted after the backoff).  1 when retrying, 0 when the caller should

@@ -367,11 +367,10 @@ static void on_connect(struct worker *w, struct conn *c, int res)
 			return; /* a service VIP: another endpoint is being tried */
 		telemetry_conn_flag(w, c, RF_UF | (authz_service_retried(w, c) ? RF_URX : 0),
 		                    res == -ECANCELED ? ETIMEDOUT : res);
-		authz_service_connected(w, c, 0);
 		conn_abort(w, c, 1);
 		return;
 	}
-	authz_service_connected(w, c, 1);
+	authz_service_connected(w, c);
 	c->state = CS_OPEN;
 	c->last_ms = w->now_ms;
 }

@@ -40,29 +40,8 @@ BODY = 1024  # response body bytes (issue 4: vCPU target at 1 KiB)
 PORT = 8081  # bench-httpd with BODY-byte answers in every server pod
 N_IDLE = 1000
 
-_IDLE_SERVER = r"""
-import asyncio, resource, sys
-resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
-async def handle(r, w):
-    while await r.read(65536):
-        pass
-    w.close()
-async def main():
-    srv = await asyncio.start_server(handle, "0.0.0.0", int(sys.argv[1]), backlog=4096)
-    await srv.serve_forever()
-asyncio.run(main())
-"""
-
-_IDLE_CLIENT = r"""
-import resource, socket, sys
-resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
-host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-socks = [socket.create_connection((host, port), timeout=20) for _ in range(n)]
-for s in socks:
-    s.sendall(b"x")       # one byte through the proxy, then idle
-print("ready", flush=True)
-sys.stdin.readline()
-"""
+# the idle-connection server and client of the newer benchmark
+from bench_mesh import _IDLE_CLIENT, _IDLE_SERVER  # noqa: E402
 
 
 _PACED_CLIENT = r"""

@@ -313,6 +313,22 @@ ports = 8080, 8081
 """
 
 
+def _revoke_port_8081(fe, be, proxy, revoked0):
+    """A long connection fe -> be:8081 is open; HBONE_ALLOW loses port 8081:
+    the connection is closed within 2 s and counted as revoked."""
+    cut = fe.popen([PYTHON, "-c", _LONG_CLIENT, be.ip, "8081"], stdout=subprocess.PIPE,
+                   stderr=subprocess.STDOUT, text=True)
+    assert cut.stdout.readline().strip() == "open"
+    t0 = time.monotonic()
+    proxy.write("10-backend.ini", HBONE_ALLOW.replace("ports = 8080, 8081", "ports = 8080"))
+    out = cut.stdout.readline().strip()
+    dt = time.monotonic() - t0
+    assert out in ("reset", "eof"), out
+    assert dt < 2.0, dt
+    assert proxy.authz()["revoked"] == revoked0 + 1
+    cut.wait(timeout=5)
+
+
 def test_hbone_principals(topo, bins):
     """With HBONE on, pod to pod rides mTLS: the backend's policy sees the
     client's SPIFFE id.  The allowed identity passes, another one gets 401
@@ -344,17 +360,7 @@ def test_hbone_principals(topo, bins):
         assert m1["responses"]["server"]["200"] - m0["responses"]["server"]["200"] == 1
         assert "principal=spiffe://cluster.local/ns/shop/sa/intruder" in topo.log(proxy.proc)
         # an open HBONE stream is revoked when its port leaves the rule
-        cut = fe.popen([PYTHON, "-c", _LONG_CLIENT, be.ip, "8081"], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True)
-        assert cut.stdout.readline().strip() == "open"
-        t0 = time.monotonic()
-        proxy.write("10-backend.ini", HBONE_ALLOW.replace("ports = 8080, 8081", "ports = 8080"))
-        out = cut.stdout.readline().strip()
-        dt = time.monotonic() - t0
-        assert out in ("reset", "eof"), out
-        assert dt < 2.0, dt
-        assert proxy.authz()["revoked"] == a1["revoked"] + 1
-        cut.wait(timeout=5)
+        _revoke_port_8081(fe, be, proxy, a1["revoked"])
         # the allowed path still works after the change
         assert curl(fe, be.ip, 8080).returncode == 0
         # STRICT in shop: a pod outside the mesh (not enrolled) reaches the
@@ -842,17 +848,7 @@ def test_mesh_local_fast_path(topo, bins):
         assert a1["by_reason"]["deny_plaintext"] - a0["by_reason"]["deny_plaintext"] == 1
         assert "principal=spiffe://cluster.local/ns/shop/sa/intruder" in topo.log(proxy.proc)
         # an open fast-path connection is revoked when its port leaves the rule
-        cut = fe.popen([PYTHON, "-c", _LONG_CLIENT, be.ip, "8081"], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True)
-        assert cut.stdout.readline().strip() == "open"
-        t0 = time.monotonic()
-        proxy.write("10-backend.ini", HBONE_ALLOW.replace("ports = 8080, 8081", "ports = 8080"))
-        out = cut.stdout.readline().strip()
-        dt = time.monotonic() - t0
-        assert out in ("reset", "eof"), out
-        assert dt < 2.0, dt
-        assert proxy.authz()["revoked"] == a1["revoked"] + 1
-        cut.wait(timeout=5)
+        _revoke_port_8081(fe, be, proxy, a1["revoked"])
         assert curl(fe, be.ip, 8080).returncode == 0
         # reported as the mutual TLS a tunnel would have been, both principals
         code, text = proxy.http("/metrics", port=15020)

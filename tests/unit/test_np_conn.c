@@ -93,8 +93,7 @@ void authz_claim_release(struct worker *w, struct svc_claim *cl)
 	(void)w;
 	(void)cl;
 }
-int authz_mesh_local(struct worker *w, struct pod *dst, struct pod *src, int cfd,
-                     uint16_t dst_port)
+int authz_mesh_local(struct worker *w, struct pod *dst, struct pod *src, int cfd, uint16_t dst_port)
 {
 	(void)w;
 	(void)dst;
@@ -109,11 +108,10 @@ int authz_service_retried(struct worker *w, struct conn *c)
 	(void)c;
 	return 0;
 }
-void authz_service_connected(struct worker *w, struct conn *c, int ok)
+void authz_service_connected(struct worker *w, struct conn *c)
 {
 	(void)w;
 	(void)c;
-	(void)ok;
 }
 int authz_service_retry(struct worker *w, struct conn *c)
 {
